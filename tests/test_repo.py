@@ -1,0 +1,27 @@
+"""The repository's own contracts: notebooks and package agree, README is generated, names line up."""
+import json, shutil, subprocess, sys
+from dataclasses import fields
+from pathlib import Path
+from btc_rl.reinforce import RLConfig
+from conftest import ROOT
+
+def test_nbdev_export_leaves_package_unchanged(tmp_path):
+    for name in ("nbs", "settings.ini", "pyproject.toml"): 
+        src = ROOT / name
+        shutil.copytree(src, tmp_path / name) if src.is_dir() else shutil.copy(src, tmp_path / name)
+    shutil.copytree(ROOT / "btc_rl", tmp_path / "btc_rl")
+    subprocess.run([str(Path(sys.executable).parent / "nbdev_export")], cwd=tmp_path, check=True)
+    for f in sorted((ROOT / "btc_rl").glob("*.py")):
+        assert (tmp_path / "btc_rl" / f.name).read_text() == f.read_text(), f"{f.name} is out of sync with nbs/: run nbdev_export"
+    assert sorted(p.name for p in (tmp_path / "btc_rl").glob("*.py")) == sorted(p.name for p in (ROOT / "btc_rl").glob("*.py"))
+
+def test_readme_is_generated_from_index():
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"], check=True)
+
+def test_job_parameters_are_rlconfig_fields():
+    nb = json.loads((ROOT / "nbs" / "train.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if "=" in line}
+    assert names - {"resume"} <= {f.name for f in fields(RLConfig)}
+    assert {"reward", "baseline", "steps", "batch_episodes", "context_len", "horizon", "lr", "temperature", "top_k", "seed",
+            "device", "csv", "checkpoint_in", "checkpoint_out"} <= names
