@@ -63,3 +63,16 @@ def test_failing_papermill_job_exits_nonzero_and_shows_the_cell(tiny, tmp_path):
     errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert errors and "reward='bogus'" in errors[0]["evalue"]
     assert "An Exception was encountered" in json.dumps(nb)
+
+def test_evaluate_command_reports_baselines(tiny, tmp_path):
+    out = tmp_path / "eval.json"
+    p = subprocess.run([BIN / "btc-rl", "evaluate", "--ckpt", str(tiny / "sft.pt"), "--sft", "", "--tokenizer", str(tiny / "tok.pt"),
+                        "--data-dir", str(tiny), "--horizon", "8", "--context-len", "24", "--paths", "20", "--stride", "10",
+                        "--out", str(out), "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert {"zero return", "static empirical (train)", "rolling 365-day empirical", "GARCH(1,1)-t (train fit)", "SFT policy"} <= set(res["models"])
+    assert res["meta"]["n_paths"] == 20 and "crps_cum" in p.stdout
+    bad = subprocess.run([BIN / "btc-rl", "evaluate", "--ckpt", str(tiny / "sft.pt"), "--paths", "1", "--tokenizer", str(tiny / "tok.pt"),
+                          "--data-dir", str(tiny)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "n_paths=1" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install btc_rl with its dev tools. Safe to run again (it keeps what is installed).
+# Create .venv and install btc_rl with its dev and docs tools. Safe to run again (it keeps what is installed).
 #
 # PyTorch: an existing torch in the venv is kept. Otherwise
 #   - TORCH_SPEC set (e.g. "torch==2.13.0"): `pip install $TORCH_SPEC` as given (GPU users: your CUDA build);
@@ -28,5 +28,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
   fi
 fi
-"${PIP[@]}" install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"${PIP[@]}" install -e ".[dev,docs]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, btc_rl; print(f'setup: btc_rl {btc_rl.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}')"
