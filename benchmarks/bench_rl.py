@@ -11,7 +11,7 @@ AdamW settings and clipping.
 import argparse, time
 import torch
 from btc_rl.model import GPT, GPTConfig, sampling_logprobs
-from btc_rl.reinforce import RLConfig, rl_step, advantages, reinforce_loss
+from btc_rl.reinforce import RLConfig, rl_step, advantages
 from btc_rl.rewards import token_acc
 
 def seed_style_step(policy, opt, ids, cfg, gen):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #6965a0a3
 from __future__ import annotations
-import argparse, sys, warnings
+import argparse, sys
 from pathlib import Path
 from dataclasses import fields, asdict
 from .data import download_prices

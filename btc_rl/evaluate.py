@@ -4,8 +4,8 @@
 
 # %% ../nbs/08_evaluate.ipynb #a3f778e1
 from __future__ import annotations
-import json, math, os, warnings
-from dataclasses import dataclass, asdict, field
+import json, math, os
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -165,8 +165,8 @@ class EvalReport:
         Path(path).write_text(json.dumps(out, indent=2, default=float)); return Path(path)
 
 def _has_tabulate() -> bool:
-    try: import tabulate; return True
-    except ImportError: return False
+    import importlib.util
+    return importlib.util.find_spec("tabulate") is not None
 
 def _policy_name(ck: dict, path) -> str:
     if ck["stage"] == "rl": return f"RL {ck['config'].get('reward')} ({Path(path).stem})"

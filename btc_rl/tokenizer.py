@@ -5,7 +5,7 @@
 # %% ../nbs/02_tokenizer.ipynb #5d6d1c95
 from __future__ import annotations
 import hashlib, os, tempfile
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd

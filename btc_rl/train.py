@@ -5,8 +5,7 @@
 # %% ../nbs/04_pretrain_sft.ipynb #913d4eb4
 from __future__ import annotations
 import copy, math, os, time, warnings
-from dataclasses import dataclass, asdict, field
-from pathlib import Path
+from dataclasses import dataclass, asdict
 import numpy as np
 import pandas as pd
 import torch

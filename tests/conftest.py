@@ -39,5 +39,5 @@ def tiny_rl(d: Path, out: str = "rl.pt", **kw):
     "An RLConfig on the tiny fixture."
     from btc_rl.reinforce import RLConfig
     base = dict(data_dir=str(d), tokenizer=str(d / "tok.pt"), checkpoint_in=str(d / "sft.pt"), checkpoint_out=str(d / out),
-                context_len=24, horizon=8, batch_episodes=4, eval_episodes=8, eval_every=5, lr=1e-3)
+                context_len=24, horizon=8, batch_episodes=4, eval_episodes=8, eval_samples=2, eval_every=5, lr=1e-3)
     return RLConfig(**{**base, **kw})

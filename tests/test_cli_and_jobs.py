@@ -1,4 +1,4 @@
-import json, os, subprocess, sys, warnings
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 from btc_rl.cli import main
@@ -12,6 +12,7 @@ BIN = Path(sys.executable).parent
     (["--reward", "pnl"], "reward='pnl': unknown reward"), (["--baseline", "ema"], "baseline='ema': unknown baseline"),
     (["--batch-episodes", "0"], "batch_episodes=0"), (["--baseline", "loo", "--batch-episodes", "1"], "leave-one-out"),
     (["--temperature", "0"], "temperature=0.0"), (["--device", "tpu"], "device='tpu'"),
+    (["--baseline", "exact", "--reward", "return_mse"], "only for reward token_acc"),
 ])
 def test_bad_parameters_fail_fast_without_traceback(args, msg, capsys, tmp_path):
     with pytest.raises(SystemExit) as e: main(["rl", "--out", str(tmp_path / "never.pt")] + args)

@@ -1,5 +1,4 @@
 import os, signal, subprocess, sys, textwrap, time
-from pathlib import Path
 import pytest
 import torch
 from btc_rl.model import GPT, GPTConfig, KVCache, save_checkpoint, load_checkpoint, model_from_checkpoint, CHECKPOINT_FORMAT

@@ -1,9 +1,9 @@
-import math, warnings
+import warnings
 import pandas as pd
 import pytest
 import torch
 from btc_rl.model import GPT, GPTConfig, load_checkpoint
-from btc_rl.reinforce import (RLConfig, advantages, exact_expected_reward, mc_gradient, _flat_grad, reinforce_finetune,
+from btc_rl.reinforce import (advantages, exact_expected_reward, mc_gradient, _flat_grad, reinforce_finetune,
                               sample_windows)
 import btc_rl.reinforce as rf
 from conftest import tiny_rl
@@ -18,7 +18,7 @@ def tiny_policy():
     pol.zero_grad(); exact_expected_reward(pol, ctx, tgt).backward()
     return pol, ctx, tgt, _flat_grad(pol).clone()
 
-@pytest.mark.parametrize("baseline,B", [("none", 2), ("none", 8), ("loo", 2), ("loo", 8), ("mean", 2), ("mean", 8)])
+@pytest.mark.parametrize("baseline,B", [("none", 2), ("none", 8), ("loo", 2), ("loo", 8), ("mean", 2), ("mean", 8), ("exact", 2), ("exact", 8)])
 def test_reinforce_matches_exact_gradient(tiny_policy, baseline, B):
     """Average of 2^14 REINFORCE estimates vs the exact gradient by enumeration (3 tokens, horizon 2).
     Tolerance: every coordinate within 4 Monte Carlo standard errors + 1e-4. The mean baseline's
@@ -79,7 +79,7 @@ def test_non_finite_reward_skips_the_step(tiny, monkeypatch):
     real, calls = rf.compute_reward, {"n": 0}
     def poisoned(name, sampled, target, tok=None):
         R = real(name, sampled, target, tok)
-        if sampled.shape[0] == 4:                                              # training batches (validation uses 8)
+        if sampled.shape[0] == 4:                                              # training batches (validation uses 8 x 2)
             calls["n"] += 1
             if calls["n"] in (2, 3): R = R * float("nan")
         return R

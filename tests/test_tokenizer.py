@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from btc_rl.data import synthetic_prices, log_returns, fit_normalizer, load_prices, Splits
