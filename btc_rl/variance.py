@@ -93,7 +93,7 @@ def batch_estimates(
     return (A[..., None] * S[: n * B].view(n, B, -1)).mean(1)
 
 def estimator_stats(est: torch.Tensor, ref: torch.Tensor) -> dict:
-    "Trace of the covariance, mean per-parameter SNR |mean|/std, mean cosine to a reference gradient."
+    "Trace of the covariance, mean per-parameter SNR abs(mean) / std, mean cosine to a reference gradient."
     mu, sd = est.mean(0), est.std(0)
     cos = torch.nn.functional.cosine_similarity(est, ref[None], dim=1)
     return {"trace_cov": float(est.var(0).sum()), "snr": float((mu.abs() / (sd + 1e-20)).mean()),

@@ -29,7 +29,7 @@ def _clean(nb: dict, name: str) -> dict:
         cells.append(c)
     if name == "index":
         pages = [p for p in ORDER[1:] if (ROOT / "nbs" / f"{p}.ipynb").exists()] + ["../api"]
-        cells.append({"cell_type": "markdown", "metadata": {}, "source":
+        cells.append({"cell_type": "markdown", "id": "toctree", "metadata": {}, "source":
                       "```{toctree}\n:maxdepth: 1\n:caption: Notebooks\n\n" + "\n".join(pages) + "\n```"})
     return {**nb, "cells": cells}
 
@@ -40,6 +40,16 @@ def _prepare() -> None:
         (out / p.name).write_text(json.dumps(_clean(json.loads(p.read_text()), p.stem)))
 
 _prepare()
+
+def _root_redirect(app, exception) -> None:
+    "docs/_build/html/index.html: the site opens at the index notebook's page."
+    if exception is None and app.builder.format == "html":
+        (Path(app.outdir) / "index.html").write_text(
+            '<!DOCTYPE html><meta charset="utf-8"><title>btc_rl</title>'
+            '<meta http-equiv="refresh" content="0; url=nbs/index.html"><a href="nbs/index.html">btc_rl documentation</a>\n')
+
+def setup(app):
+    app.connect("build-finished", _root_redirect)
 
 project = "btc_rl"
 author = "btc_rl developers"
