@@ -122,14 +122,12 @@ def rolling_paths(returns: pd.Series, first_days: pd.DatetimeIndex, N: int, L: i
 
 def garch_paths(returns: pd.Series, train_end: pd.Timestamp, first_days: pd.DatetimeIndex, N: int, L: int, seed: int = 0) -> tuple[np.ndarray, dict]:
     "GARCH(1,1) with Student-t innovations: parameters fitted on the training period, simulated from each origin."
-    from arch import arch_model
+    from arch.univariate import ConstantMean, GARCH, StudentsT
     r = returns[returns.index < first_days.max()] * 100                        # percent, for the optimizer
-    am = arch_model(r, mean="Constant", vol="GARCH", p=1, q=1, dist="t")
+    am = ConstantMean(r, volatility=GARCH(1, 0, 1), distribution=StudentsT(seed=np.random.default_rng(seed)))  # seeded innovations
     res = am.fit(last_obs=r.index[r.index > train_end][0], disp="off")
-    rs = np.random.RandomState(seed)
     starts = [r.index[r.index < d][-1] for d in first_days]                    # forecast from the last day before each origin
-    fc = res.forecast(horizon=L, start=starts[0], method="simulation", simulations=N, reindex=False,
-                      random_state=rs)
+    fc = res.forecast(horizon=L, start=starts[0], method="simulation", simulations=N, reindex=False)
     sims = fc.simulations.values                                               # (days from start, N, L)
     pos = r.index.get_indexer(pd.DatetimeIndex(starts)) - r.index.get_loc(starts[0])
     return sims[pos] / 100, {k: float(v) for k, v in res.params.items()}

@@ -1,0 +1,23 @@
+import numpy as np
+import pandas as pd
+from btc_rl.data import synthetic_prices, log_returns
+from btc_rl.evaluate import garch_paths, score_paths, block_bootstrap_ci, wilson
+
+def test_garch_baseline_is_reproducible_and_fitted_on_training_only():
+    r = log_returns(synthetic_prices(900, seed=4))
+    train_end, days = r.index[600], r.index[700:705]
+    a, pa = garch_paths(r, train_end, days, 20, 3, seed=1)
+    b, pb = garch_paths(r, train_end, days, 20, 3, seed=1)
+    assert a.shape == (5, 20, 3) and np.array_equal(a, b) and pa == pb
+    changed = r.copy(); changed[changed.index > train_end] *= 3                # later data must not move the fitted parameters
+    _, pc = garch_paths(changed, train_end, days, 20, 3, seed=1)
+    assert pc == pa
+
+def test_scores_on_a_known_case():
+    actual = np.array([[0.01, -0.02], [0.03, 0.0]])
+    s = score_paths(np.zeros((2, 5, 2)), actual)["summary"]
+    assert np.isclose(s["crps_1d"], np.mean([0.01, 0.03])) and s["r2_oos"] == 0.0 and np.isnan(s["dir_acc"])
+    lo, hi = wilson(50, 100)
+    assert lo < 0.5 < hi and np.isclose(hi - 0.5, 0.5 - lo)
+    lo, hi = block_bootstrap_ci(np.ones(50), 5)
+    assert lo == hi == 1.0
