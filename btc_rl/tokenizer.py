@@ -59,8 +59,8 @@ class VectorQuantizerEMA(nn.Module):
         return torch.cdist(z, self.codebook).argmin(-1)
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None) -> int:
-        "EMA codebook update, then restart dead codes on random rows of z; returns how many restarted."
+    def update(self, z: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None, restart: bool = True) -> int:
+        "EMA codebook update, then (if `restart`) restart dead codes on random rows of z; returns how many restarted."
         K = self.codebook.shape[0]
         onehot = F.one_hot(idx, K).type_as(z)                                  # (N, K)
         self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
@@ -68,6 +68,7 @@ class VectorQuantizerEMA(nn.Module):
         n = self.cluster_size.sum()
         size = (self.cluster_size + 1e-5) / (n + K * 1e-5) * n                 # Laplace smoothing
         self.codebook.copy_(self.embed_sum / size[:, None])
+        if not restart: return 0
         dead = (self.cluster_size < self.dead_threshold).nonzero().flatten()
         if len(dead):
             pick = torch.randint(len(z), (len(dead),), generator=gen)
@@ -211,23 +212,14 @@ def train_tokenizer(
         xhat, idx, commit, z = model(x)
         loss = F.mse_loss(xhat, x) + cfg.beta * commit
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-        if step < cfg.steps - cfg.steps // 10:                                 # no restarts while converging at the end
-            restarts += model.quantizer.update(z.detach(), idx, gen)
-        else:
-            _ema_only(model.quantizer, z.detach(), idx)
+        converging = step >= cfg.steps - cfg.steps // 10                       # no restarts in the last 10% of steps
+        restarts += model.quantizer.update(z.detach(), idx, gen, restart=not converging)
         if step % 100 == 0: bar.set_postfix(loss=f"{loss.item():.4f}", restarts=restarts)
     tok = ReturnTokenizer(model, normalizer, cfg, dict(meta or {}, restarts=restarts))
     _make_distinct(tok)
     return tok
 
 # %% ../nbs/02_tokenizer.ipynb #1cdfb326
-@torch.no_grad()
-def _ema_only(q: VectorQuantizerEMA, z: torch.Tensor, idx: torch.Tensor) -> None:
-    "An EMA update with restarts switched off."
-    thr, q.dead_threshold = q.dead_threshold, -1.0
-    try: q.update(z, idx)
-    finally: q.dead_threshold = thr
-
 @torch.no_grad()
 def _make_distinct(tok: ReturnTokenizer) -> None:
     "Nudge any duplicated decoded codewords apart so that encode(decode(ids)) == ids for every id."

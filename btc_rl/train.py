@@ -26,6 +26,7 @@ class TokenSeries:
     asset: str
     ids: torch.Tensor          # (N,) long
     dates: pd.DatetimeIndex    # (N,)
+    returns: pd.Series         # the daily log returns the tokens encode (token i: days i*P .. i*P+P-1)
 
     def upto(self, end) -> torch.Tensor:
         "Ids of tokens whose patch ends on or before `end`."
@@ -53,7 +54,7 @@ def tokenize_series(tok: ReturnTokenizer, name: str, prices: pd.DataFrame) -> To
     r = log_returns(prices)
     ids = tok.encode(r.to_numpy(), name if tok.normalizer.per_asset else None)
     P = tok.patch_size
-    return TokenSeries(name, ids, r.index[P - 1 :: P][: len(ids)])
+    return TokenSeries(name, ids, r.index[P - 1 :: P][: len(ids)], r)
 
 def load_corpus(
     tok: ReturnTokenizer,
