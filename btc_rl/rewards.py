@@ -8,7 +8,8 @@ import torch
 from .tokenizer import ReturnTokenizer
 
 # %% auto #0
-__all__ = ['REWARDS', 'token_acc', 'return_mse', 'compute_reward', 'expected_rewards']
+__all__ = ['PER_EPISODE', 'GROUP_REWARDS', 'REWARDS', 'token_acc', 'return_mse', 'crps', 'energy', 'pnl', 'compute_reward',
+           'group_baseline', 'group_score']
 
 # %% ../nbs/05_rewards.ipynb #044b8c54
 def _check(sampled: torch.Tensor, target: torch.Tensor) -> None:
@@ -34,27 +35,110 @@ def return_mse(
     _check(sampled, target)
     return -(tokenizer.decode(sampled) - tokenizer.decode(target)).pow(2).mean(-1)
 
-REWARDS = ("token_acc", "return_mse")
+# %% ../nbs/05_rewards.ipynb #e4f0c692
+def _groups(x: torch.Tensor, G: int, name: str) -> torch.Tensor:
+    "View (B, ...) as (B // G, G, ...) after checking the group size."
+    if G < 2: raise ValueError(f"reward {name!r} scores a group of futures of one context: it needs group_size >= 2 (got {G})")
+    if x.shape[0] % G: raise ValueError(f"batch of {x.shape[0]} episodes is not a multiple of group_size={G}")
+    return x.view(x.shape[0] // G, G, *x.shape[1:])
+
+def _features(sampled, target, tokenizer, G, name, daily):
+    "Decoded groups: futures (n, G, D) and targets (n, G, D); D = 1 (cumulative return) or the days."
+    _check(sampled, target)
+    if tokenizer is None: raise ValueError(f"reward {name!r} needs the tokenizer")
+    x, y = tokenizer.decode(sampled).float(), tokenizer.decode(target).float()
+    if not daily: x, y = x.sum(-1, keepdim=True), y.sum(-1, keepdim=True)
+    return _groups(x, G, name), _groups(y, G, name)
+
+def _distances(x, y, energy):
+    "Distances to the target (n, G, D') and between members (n, G, G, D'): per coordinate, or Euclidean (energy)."
+    e, d = (x - y).abs(), (x[:, :, None] - x[:, None]).abs()
+    if energy: e, d = e.norm(dim=-1, keepdim=True), d.norm(dim=-1, keepdim=True)
+    return e, d
+
+def crps(
+    sampled: torch.Tensor,      # (batch, horizon) sampled ids; consecutive rows form groups of G
+    target: torch.Tensor,       # (batch, horizon) true ids (the same within a group)
+    tokenizer: ReturnTokenizer, # decodes ids to raw log returns
+    group_size: int,            # G >= 2 futures per context
+    daily: bool = False,        # average the per-day credits instead of scoring the cumulative return
+) -> torch.Tensor:              # (batch,) r_i = -|x_i - y| + sum_{j != i} |x_i - x_j| / (G - 1)
+    "Each member's leave-one-out credit in the group's fair CRPS (see the derivation above)."
+    x, y = _features(sampled, target, tokenizer, group_size, "crps", daily)
+    e, d = _distances(x, y, False)
+    return (-e + d.sum(2) / (group_size - 1)).mean(-1).flatten()
+
+def energy(
+    sampled: torch.Tensor,      # (batch, horizon) sampled ids; consecutive rows form groups of G
+    target: torch.Tensor,       # (batch, horizon) true ids
+    tokenizer: ReturnTokenizer,
+    group_size: int,            # G >= 2
+) -> torch.Tensor:              # (batch,) r_i = -||x_i - y|| + sum_{j != i} ||x_i - x_j|| / (G - 1)
+    "Each member's credit in the fair energy score of the whole decoded path (Euclidean norm over days)."
+    x, y = _features(sampled, target, tokenizer, group_size, "energy", True)
+    e, d = _distances(x, y, True)
+    return (-e + d.sum(2) / (group_size - 1)).mean(-1).flatten()
+
+# %% ../nbs/05_rewards.ipynb #7cb83a48
+PER_EPISODE = ("token_acc", "return_mse", "pnl")
+GROUP_REWARDS = ("crps", "energy")
+
+def pnl(
+    sampled: torch.Tensor,      # (batch, horizon) sampled ids
+    target: torch.Tensor,       # (batch, horizon) true ids
+    tokenizer: ReturnTokenizer,
+    cost: float = 0.001,        # cost per unit of turnover (fraction of notional; opening + closing = 2 units)
+) -> torch.Tensor:              # (batch,) sign(sampled cumulative return) * realised cumulative return - 2 * cost * |position|
+    "Trading-simulator reward: hold the sign of the sampled path's cumulative return over the horizon. Not a scoring rule."
+    _check(sampled, target)
+    pos = torch.sign(tokenizer.decode(sampled).sum(-1))
+    return pos * tokenizer.decode(target).sum(-1) - 2 * cost * pos.abs()
+
+REWARDS = PER_EPISODE[:2] + GROUP_REWARDS + PER_EPISODE[2:]
 
 def compute_reward(
-    name: str,                  # "token_acc" or "return_mse"
-    sampled: torch.Tensor, target: torch.Tensor,
+    name: str,                  # token_acc | return_mse | crps | energy | pnl
+    sampled: torch.Tensor,      # (batch, horizon) sampled ids; consecutive rows form groups of `group_size`
+    target: torch.Tensor,       # (batch, horizon) true ids
     tokenizer: ReturnTokenizer | None = None,
+    group_size: int = 1,        # futures per context (crps / energy need >= 2)
+    crps_mode: str = "cum",     # crps: cum (cumulative return) | daily (mean of per-day credits)
+    pnl_cost: float = 0.001,    # pnl: cost per unit of turnover
 ) -> torch.Tensor:              # (batch,)
     "Dispatch to a reward by name."
+    if name not in REWARDS: raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)}")
     if name == "token_acc": return token_acc(sampled, target)
-    if name == "return_mse":
-        if tokenizer is None: raise ValueError("reward 'return_mse' needs the tokenizer")
-        return return_mse(sampled, target, tokenizer)
-    raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)}")
+    if tokenizer is None: raise ValueError(f"reward {name!r} needs the tokenizer")
+    if name == "return_mse": return return_mse(sampled, target, tokenizer)
+    if name == "pnl": return pnl(sampled, target, tokenizer, pnl_cost)
+    if name == "energy": return energy(sampled, target, tokenizer, group_size)
+    if crps_mode not in ("cum", "daily"): raise ValueError(f"crps_mode={crps_mode!r}: use cum or daily")
+    return crps(sampled, target, tokenizer, group_size, crps_mode == "daily")
 
-# %% ../nbs/05_rewards.ipynb #25312b06
-def expected_rewards(
-    p: torch.Tensor,            # (K,) true next-token distribution
-    pi: torch.Tensor,           # (K,) policy distribution
-    values: torch.Tensor,       # (K,) decoded return of each token
-) -> dict:
-    "Exact one-position expected token_acc and return_mse of policy `pi` when tokens follow `p`."
-    acc = float((p * pi).sum())
-    mse = float((pi * values**2).sum() - 2 * (pi * values).sum() * (p * values).sum() + (p * values**2).sum())
-    return {"token_acc": acc, "return_mse": -mse}
+def group_baseline(
+    name: str, sampled: torch.Tensor, target: torch.Tensor, tokenizer: ReturnTokenizer | None = None,
+    group_size: int = 2,        # G >= 2
+    crps_mode: str = "cum", pnl_cost: float = 0.001,
+) -> torch.Tensor:              # (batch,) b_i, a function of the other members of i's group only
+    "Leave-one-out baseline inside each group that does not depend on the member's own sample (unbiased)."
+    G = group_size
+    if name not in GROUP_REWARDS:
+        R = _groups(compute_reward(name, sampled, target, tokenizer, G, crps_mode, pnl_cost), G, "group baseline")
+        return ((R.sum(-1, keepdim=True) - R) / (G - 1)).flatten()
+    x, y = _features(sampled, target, tokenizer, G, name, name == "energy" or crps_mode == "daily")
+    e, d = _distances(x, y, name == "energy")                                 # (n, G, D'), (n, G, G, D')
+    b = -(e.sum(1, keepdim=True) - e) / (G - 1)
+    if G > 2: b = b + (d.sum((1, 2))[:, None] - 2 * d.sum(2)) / ((G - 1) * (G - 2))
+    return b.mean(-1).flatten()
+
+def group_score(
+    name: str, sampled: torch.Tensor, target: torch.Tensor, tokenizer: ReturnTokenizer | None = None,
+    group_size: int = 1, crps_mode: str = "cum", pnl_cost: float = 0.001,
+) -> torch.Tensor:              # (batch // group_size,) per group: minus the fair score (crps, energy) or the mean reward
+    "The quantity a group of futures estimates: -CRPS(pi, y) / -ES(pi, y) (unbiased), or the mean per-episode reward."
+    R = compute_reward(name, sampled, target, tokenizer, group_size, crps_mode, pnl_cost)
+    if name not in GROUP_REWARDS: return R.view(-1, group_size).mean(-1)
+    x, y = _features(sampled, target, tokenizer, group_size, name, name == "energy" or crps_mode == "daily")
+    _, d = _distances(x, y, name == "energy")
+    G = group_size                                                             # mean credit counts the spread twice
+    return R.view(-1, G).mean(-1) - (d.sum((1, 2)) / (2 * G * (G - 1))).mean(-1)
