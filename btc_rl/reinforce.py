@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_reinforce.ipynb #0a8ce609
 from __future__ import annotations
-import itertools, json, math, time, warnings
+import json, math, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -13,22 +13,26 @@ import torch
 from tqdm import tqdm
 from .tokenizer import ReturnTokenizer, load_tokenizer
 from .model import GPT, sampling_logprobs, save_checkpoint, load_checkpoint, model_from_checkpoint
-from .rewards import REWARDS, compute_reward
+from .rewards import REWARDS, GROUP_REWARDS, compute_reward, group_baseline, group_score
 from .train import TokenSeries, load_corpus, check_tokenizer, resolve_device
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
-           'reinforce_loss', 'surrogate_loss', 'exact_expected_reward', 'mc_gradient', 'rl_step', 'validation_reward',
-           'RLResult', 'reinforce_finetune', 'ensure_prerequisites']
+           'kl_to_ref', 'reinforce_loss', 'surrogate_loss', 'rl_step', 'validation_reward', 'RLResult',
+           'reinforce_finetune', 'ensure_prerequisites']
 
 # %% ../nbs/06_reinforce.ipynb #2ee936ea
-BASELINES = ("mean", "none", "loo", "exact")
+BASELINES = ("mean", "none", "loo", "exact", "group", "group_norm")
 
 @dataclass
 class RLConfig:
     "Stage 3 knobs (the seed's defaults)."
-    reward: str = "token_acc"         # token_acc | return_mse
-    baseline: str = "mean"            # mean (batch mean, the seed's) | none | loo (leave-one-out) | exact (token_acc only)
+    reward: str = "token_acc"         # token_acc | return_mse | crps | energy (proper; need group_size >= 2) | pnl
+    baseline: str = "mean"            # mean (batch mean, the seed's) | none | loo (leave-one-out) | exact (token_acc only) | group | group_norm
+    group_size: int = 1               # G futures sampled per context (batch_episodes / G contexts per step); 1: the seed's
+    kl_coef: float = 0.0              # beta: penalty on the exact KL(pi || starting policy) per visited position; 0: the seed's objective
+    crps_mode: str = "cum"            # crps: score the cumulative return (cum) or average the per-day credits (daily)
+    pnl_cost: float = 0.001           # pnl: cost per unit of turnover (fraction of notional)
     steps: int = 200                  # optimizer steps
     batch_episodes: int = 8           # episodes (sampled futures) per step
     context_len: int = 128            # tokens of past each episode conditions on
@@ -60,7 +64,15 @@ class RLConfig:
         for k in ("steps", "context_len", "horizon", "eval_every", "eval_episodes", "eval_samples", "save_every"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: bad(k, "must be a positive integer")
         if not isinstance(self.batch_episodes, int) or self.batch_episodes < 1: bad("batch_episodes", "must be >= 1")
+        if not isinstance(self.group_size, int) or self.group_size < 1: bad("group_size", "must be a positive integer")
+        if self.batch_episodes % self.group_size: bad("batch_episodes", f"must be a multiple of group_size={self.group_size}")
         if self.baseline in ("loo", "exact") and self.batch_episodes < 2: bad("batch_episodes", f"the {self.baseline} baseline (leave-one-out) needs at least 2 episodes per step")
+        if self.reward in GROUP_REWARDS and self.group_size < 2: bad("group_size", f"reward {self.reward} scores a group of futures of one context: it needs group_size >= 2")
+        if self.reward in GROUP_REWARDS and self.eval_samples < 2: bad("eval_samples", f"reward {self.reward} validates on groups: it needs eval_samples >= 2")
+        if self.baseline in ("group", "group_norm") and self.group_size < 2: bad("group_size", f"the {self.baseline} baseline needs group_size >= 2")
+        if not self.kl_coef >= 0: bad("kl_coef", "must be >= 0")
+        if self.crps_mode not in ("cum", "daily"): bad("crps_mode", "use cum or daily")
+        if not self.pnl_cost >= 0: bad("pnl_cost", "must be >= 0")
         if self.baseline == "exact" and self.reward != "token_acc": bad("baseline", "the exact per-token expectation exists only for reward token_acc")
         if not self.temperature > 0: bad("temperature", "must be > 0")
         if self.top_k < 0: bad("top_k", "must be >= 0 (0 turns top-k off)")
@@ -97,16 +109,25 @@ def eval_windows(
 
 # %% ../nbs/06_reinforce.ipynb #7d807213
 def advantages(
-    rewards: torch.Tensor,   # (..., B) rewards of B episodes (leading dims: independent groups)
-    baseline: str = "mean",  # none | mean | loo
+    rewards: torch.Tensor,   # (..., B) rewards of B episodes (leading dims: independent batches)
+    baseline: str = "mean",  # none | mean | loo | exact (leave-one-out of the expected rewards) | group | group_norm
+    group_size: int = 1,     # G: consecutive episodes share a context (group, group_norm; exact with G > 1)
+    group_baseline: torch.Tensor | None = None,  # (..., B) a baseline from the other members (`group`; default: their mean reward)
 ) -> torch.Tensor:           # (..., B) R - b
-    "Rewards minus the baseline, per group of B episodes."
+    "Rewards minus the baseline, per batch of B episodes or per group of G."
     if baseline == "none": return rewards
-    B = rewards.shape[-1]
+    B, G = rewards.shape[-1], group_size
+    if baseline == "exact": baseline = "group" if G > 1 else "loo"
     if baseline == "mean": return rewards - rewards.mean(-1, keepdim=True)
     if baseline == "loo":
         if B < 2: raise ValueError("leave-one-out baseline needs at least 2 episodes")
         return rewards - (rewards.sum(-1, keepdim=True) - rewards) / (B - 1)
+    if baseline in ("group", "group_norm"):
+        if G < 2 or B % G: raise ValueError(f"the {baseline} baseline needs group_size >= 2 dividing the batch ({B} episodes, group_size={G})")
+        if baseline == "group" and group_baseline is not None: return rewards - group_baseline
+        g = rewards.unflatten(-1, (B // G, G))
+        if baseline == "group": return advantages(g, "loo").flatten(-2)
+        return ((g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + 1e-6)).flatten(-2)
     raise ValueError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES)}")
 
 def teacher_forced_logits(policy: GPT, contexts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -126,6 +147,14 @@ def sequence_logprobs(
     logp = sampling_logprobs(logits, temperature, top_k)
     return logp.gather(-1, tokens[..., None])[..., 0], logp
 
+def kl_to_ref(
+    logits: torch.Tensor,      # (B, H, V) policy logits (with gradient, or not)
+    ref_logits: torch.Tensor,  # (B, H, V) starting policy's logits at the same positions
+) -> torch.Tensor:             # (B, H) KL(pi || pi_0) per position, nats
+    "Exact KL divergence to the starting policy over the vocabulary, per visited position."
+    lq, lr = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits.detach(), -1)
+    return (lq.exp() * (lq - lr)).sum(-1)
+
 def reinforce_loss(
     logp_tokens: torch.Tensor,  # (B, H) log pi(y_i | c, y_<i), with gradient
     adv: torch.Tensor,          # (B,) R - b, no gradient
@@ -139,60 +168,41 @@ def surrogate_loss(
     rewards: torch.Tensor,      # (N,) sampled rewards
     target: torch.Tensor,       # (N, H) true tokens
     baseline: str,
-    group: int | None = None,   # episodes per batch (N = groups * group); default: all N
+    group_size: int = 1,        # G consecutive episodes share a context
+    group_baseline: torch.Tensor | None = None,  # (N,) `btc_rl.rewards.group_baseline` (baseline group)
+    batch: int | None = None,   # episodes per independent estimate (N = estimates * batch); default: all N
 ) -> torch.Tensor:
-    "The loss whose gradient is minus the gradient estimate of `baseline` (per batch of `group` episodes)."
-    B = group or len(rewards)
+    "The loss whose gradient is minus the gradient estimate of `baseline` (per batch of `batch` episodes)."
+    B = batch or len(rewards)
     if baseline == "exact":                                                    # E[1[y_i = target_i] | prefix] = pi(target_i | prefix)
         rbar = logp.gather(-1, target[..., None])[..., 0].exp().mean(-1)       # (N,), with gradient
-        return reinforce_loss(logp_tokens, advantages(rbar.detach().view(-1, B), "loo").flatten()) - rbar.mean()
-    return reinforce_loss(logp_tokens, advantages(rewards.view(-1, B), baseline).flatten())
-
-# %% ../nbs/06_reinforce.ipynb #e63e3dc8
-def exact_expected_reward(policy: GPT, context: torch.Tensor, target: torch.Tensor, reward: str = "token_acc",
-                          tokenizer=None, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
-    "J = sum over every future of pi(future | context) * R(future, target), differentiable (tiny vocab / horizon only)."
-    V, H = policy.config.vocab_size, target.shape[-1]
-    futures = torch.tensor(list(itertools.product(range(V), repeat=H)))        # (V^H, H)
-    lp, _ = sequence_logprobs(policy, context.expand(len(futures), -1), futures, temperature, top_k)
-    R = compute_reward(reward, futures, target.expand(len(futures), -1), tokenizer)
-    return (lp.sum(-1).exp() * R).sum()
-
-def _flat_grad(policy: GPT) -> torch.Tensor:
-    return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in policy.parameters()])
-
-def mc_gradient(policy: GPT, context: torch.Tensor, target: torch.Tensor, baseline: str, B: int,
-                groups: int, chunks: int = 32, seed: int = 0, reward: str = "token_acc", tokenizer=None):
-    "Mean and standard error of `groups` REINFORCE estimates (each from B episodes), in `chunks` vectorized chunks."
-    gen, per = torch.Generator().manual_seed(seed), groups // chunks
-    gs = []
-    for _ in range(chunks):
-        ctx = context.expand(per * B, -1)
-        toks, _ = policy.sample(ctx, target.shape[-1], generator=gen)
-        tgt = target.expand(per * B, -1)
-        R = compute_reward(reward, toks, tgt, tokenizer)
-        lp, logp = sequence_logprobs(policy, ctx, toks)
-        policy.zero_grad(); surrogate_loss(lp, logp, R, tgt, baseline, B).backward()
-        gs.append(-_flat_grad(policy))                                          # the loss is minus the surrogate
-    g = torch.stack(gs)
-    return g.mean(0), g.std(0) / math.sqrt(chunks)
+        return reinforce_loss(logp_tokens, advantages(rbar.detach().view(-1, B), "exact", group_size).flatten()) - rbar.mean()
+    gb = None if group_baseline is None else group_baseline.view(-1, B)
+    return reinforce_loss(logp_tokens, advantages(rewards.view(-1, B), baseline, group_size, gb).flatten())
 
 # %% ../nbs/06_reinforce.ipynb #0d086573
 def _entropy(logp: torch.Tensor) -> torch.Tensor:
     p = logp.exp()
     return -(p * logp.masked_fill(p == 0, 0.0)).sum(-1)
 
+def _reward_kw(cfg: RLConfig) -> dict: return {"crps_mode": cfg.crps_mode, "pnl_cost": cfg.pnl_cost}
+
 def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.Tensor, cfg: RLConfig,
             tok: ReturnTokenizer, gen: torch.Generator) -> dict:
-    "One REINFORCE update; returns the step's metrics."
-    ctx, tgt = sample_windows(train_ids, cfg.batch_episodes, cfg.context_len, cfg.horizon, gen)
+    "One REINFORCE update on batch_episodes / G contexts x G futures; returns the step's metrics."
+    G = cfg.group_size
+    ctx, tgt = sample_windows(train_ids, cfg.batch_episodes // G, cfg.context_len, cfg.horizon, gen)
+    ctx, tgt = ctx.repeat_interleave(G, 0), tgt.repeat_interleave(G, 0)                   # consecutive rows: one group
     t0 = time.perf_counter()
-    toks, _ = policy.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)     # no grad, KV cache
+    toks, _ = policy.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)     # sample: no grad, KV cache
     dt = time.perf_counter() - t0
-    R = compute_reward(cfg.reward, toks, tgt, tok)
+    R = compute_reward(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg))                   # score
+    b = group_baseline(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg)) if cfg.baseline == "group" else None
     logits = teacher_forced_logits(policy, ctx, toks)                                       # the one pass with grad
     lp_tok, logp = sequence_logprobs(policy, ctx, toks, cfg.temperature, cfg.top_k or None, logits=logits)
-    loss = surrogate_loss(lp_tok, logp, R, tgt, cfg.baseline)
+    with torch.no_grad(): ref_logits = teacher_forced_logits(ref, ctx, toks)
+    kl = kl_to_ref(logits, ref_logits)                                                      # (B, H), with grad
+    loss = surrogate_loss(lp_tok, logp, R, tgt, cfg.baseline, G, b) + cfg.kl_coef * kl.mean()  # advantages inside
     opt.zero_grad(set_to_none=True)
     skipped = not (torch.isfinite(R).all() and torch.isfinite(loss))
     gnorm = float("nan")
@@ -204,21 +214,18 @@ def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.
         opt.zero_grad(set_to_none=True)
         warnings.warn(f"non-finite reward, loss or gradient (loss={loss.item()}, grad_norm={gnorm}): step skipped", stacklevel=2)
     else: opt.step()
-    with torch.no_grad():                                                      # KL of the policy that sampled, to the start
-        lq = torch.log_softmax(logits.detach(), -1)
-        lr_ = torch.log_softmax(teacher_forced_logits(ref, ctx, toks), -1)
-        kl = (lq.exp() * (lq - lr_)).sum(-1).mean()
-    return {"reward_mean": float(R.mean()), "reward_std": float(R.std()) if len(R) > 1 else 0.0, "loss": float(loss.detach()),
-            "grad_norm": gnorm, "entropy": float(_entropy(logp.detach()).mean()), "kl_ref": float(kl),
-            "tokens_per_s": toks.numel() / max(dt, 1e-9), "skipped_step": int(skipped)}
+    zero_std = float((R.view(-1, G).std(-1) == 0).float().mean()) if G > 1 else float("nan")
+    return {"reward_mean": float(R.mean()), "reward_std": float(R.std()) if len(R) > 1 else 0.0, "frac_reward_zero_std": zero_std,
+            "loss": float(loss.detach()), "grad_norm": gnorm, "entropy": float(_entropy(logp.detach()).mean()),
+            "kl_ref": float(kl.detach().mean()), "tokens_per_s": toks.numel() / max(dt, 1e-9), "skipped_step": int(skipped)}
 
 @torch.no_grad()
 def validation_reward(policy: GPT, ctx: torch.Tensor, tgt: torch.Tensor, cfg: RLConfig, tok: ReturnTokenizer) -> float:
-    "Mean reward of `eval_samples` futures per fixed window, with a fixed sampling seed (the same for every policy)."
+    "Mean over fixed windows of the group score of `eval_samples` futures each, with a fixed sampling seed (the same for every policy)."
     gen = torch.Generator(device=ctx.device).manual_seed(cfg.seed + 12345)
     ctx, tgt = ctx.repeat_interleave(cfg.eval_samples, 0), tgt.repeat_interleave(cfg.eval_samples, 0)
     toks, _ = policy.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)
-    return float(compute_reward(cfg.reward, toks, tgt, tok).mean())
+    return float(group_score(cfg.reward, toks, tgt, tok, cfg.eval_samples, **_reward_kw(cfg)).mean())
 
 # %% ../nbs/06_reinforce.ipynb #30c94dc3
 @dataclass
@@ -230,7 +237,8 @@ class RLResult:
 
     def _repr_markdown_(self) -> str:
         s = self.summary
-        rows = [("reward", s["reward"]), ("baseline", s["baseline"]), ("steps", s["steps"]), ("data", s["data_source"]),
+        rows = [("reward", s["reward"]), ("baseline", s["baseline"]), ("group size G", s.get("group_size", 1)),
+                ("KL coefficient", s.get("kl_coef", 0.0)), ("steps", s["steps"]), ("data", s["data_source"]),
                 ("train reward, first 10% of steps", f"{s['train_reward_first']:.5g}"),
                 ("train reward, last 10% of steps", f"{s['train_reward_last']:.5g}"),
                 ("validation reward, starting policy", f"{s['val_reward_ref']:.5g}"),
@@ -244,7 +252,8 @@ class RLResult:
 def _summary(hist: pd.DataFrame, cfg: RLConfig, source: str, val_ref: float, seconds: float) -> dict:
     k = max(1, len(hist) // 10)
     val = hist["val_reward"].dropna()
-    return {"reward": cfg.reward, "baseline": cfg.baseline, "steps": int(hist["step"].max()), "data_source": source,
+    return {"reward": cfg.reward, "baseline": cfg.baseline, "group_size": cfg.group_size, "kl_coef": cfg.kl_coef,
+            "steps": int(hist["step"].max()), "data_source": source,
             "train_reward_first": float(hist["reward_mean"].head(k).mean()), "train_reward_last": float(hist["reward_mean"].tail(k).mean()),
             "val_reward_ref": val_ref, "val_reward": float(val.iloc[-1]) if len(val) else float("nan"),
             "entropy_first": float(hist["entropy"].iloc[0]), "entropy_last": float(hist["entropy"].iloc[-1]),

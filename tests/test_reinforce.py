@@ -3,10 +3,18 @@ import pandas as pd
 import pytest
 import torch
 from btc_rl.model import GPT, GPTConfig, load_checkpoint
-from btc_rl.reinforce import (advantages, exact_expected_reward, mc_gradient, _flat_grad, reinforce_finetune,
-                              sample_windows)
+from btc_rl.reinforce import advantages, reinforce_finetune, sample_windows, RLConfig
 import btc_rl.reinforce as rf
 from conftest import tiny_rl
+from enumeration import exact_expected_reward, mc_gradient, _flat_grad
+
+class UnitTok:
+    "Stand-in tokenizer: token k decodes to a return of k - 1 (one day per token)."
+    def decode(self, ids): return ids.float() - 1
+
+def _close(est, se, want) -> bool:
+    "Every coordinate within 4 Monte Carlo standard errors + 1e-4."
+    return bool(((est - want).abs() <= 4 * se + 1e-4).all())
 
 @pytest.fixture(scope="module")
 def tiny_policy():
@@ -24,15 +32,53 @@ def test_reinforce_matches_exact_gradient(tiny_policy, baseline, B):
     Tolerance: every coordinate within 4 Monte Carlo standard errors + 1e-4. The mean baseline's
     expectation is (1 - 1/B) times the gradient."""
     pol, ctx, tgt, g = tiny_policy
-    est, se = mc_gradient(pol, ctx, tgt, baseline, B, groups=2**14, seed=B)
+    est, se = mc_gradient(pol, ctx, tgt, baseline, B, estimates=2**14, seed=B)
     want = g * (1 - 1 / B) if baseline == "mean" else g
     assert g.norm() > 1e-3
     assert ((est - want).abs() <= 4 * se + 1e-4).all(), float(((est - want).abs() / se).max())
 
 def test_mean_baseline_bias_is_detectable(tiny_policy):
     pol, ctx, tgt, g = tiny_policy
-    est, se = mc_gradient(pol, ctx, tgt, "mean", 2, groups=2**14, seed=5)
+    est, se = mc_gradient(pol, ctx, tgt, "mean", 2, estimates=2**14, seed=5)
     assert not ((est - g).abs() <= 4 * se + 1e-4).all()
+
+def _exact_grad(pol, ctx, tgt, reward, **kw):
+    pol.zero_grad(); exact_expected_reward(pol, ctx, tgt, reward, UnitTok(), **kw).backward()
+    g = _flat_grad(pol).clone(); pol.zero_grad(); return g
+
+GROUP_CASES = [  # reward, baseline, B (episodes per estimate), G (futures per context), extra reward options
+    ("token_acc", "group", 8, 4, {}), ("token_acc", "exact", 8, 4, {}), ("return_mse", "group", 8, 2, {}), ("pnl", "group", 8, 4, {}),
+    ("crps", "none", 4, 2, {}), ("crps", "group", 4, 2, {}), ("crps", "group", 8, 4, {}), ("crps", "none", 8, 4, {}),
+    ("crps", "group", 8, 4, {"crps_mode": "daily"}), ("energy", "group", 4, 2, {}), ("energy", "group", 8, 4, {}),
+]
+
+@pytest.mark.parametrize("reward,baseline,B,G,kw", GROUP_CASES)
+def test_group_estimates_match_exact_gradient(tiny_policy, reward, baseline, B, G, kw):
+    """Groups of G futures of one context; the average of 2^14 estimates equals the exact gradient of the expected reward,
+    or for crps / energy of -CRPS(pi, y) / -ES(pi, y) computed from the enumerated distribution (scale 1)."""
+    pol, ctx, tgt, _ = tiny_policy
+    g = _exact_grad(pol, ctx, tgt, reward, **kw)
+    est, se = mc_gradient(pol, ctx, tgt, baseline, B, estimates=2**14, seed=7 * B + G, reward=reward, tokenizer=UnitTok(), group_size=G, **kw)
+    assert g.norm() > 1e-2
+    assert _close(est, se, g), float(((est - g).abs() / se).max())
+
+@pytest.mark.parametrize("reward,G", [("crps", 2), ("crps", 4), ("energy", 2)])
+def test_naive_group_baseline_is_biased_for_proper_rewards(tiny_policy, reward, G):
+    """The leave-one-out mean of the other members' credits depends on the member's own sample: the estimate then follows
+    -E d(X, y) + (1 - 1/(G-1)) E d(X, X') / 2, not -CRPS. The test rejects it against grad(-CRPS) and accepts the predicted bias."""
+    pol, ctx, tgt, _ = tiny_policy
+    g = _exact_grad(pol, ctx, tgt, reward)
+    biased = _exact_grad(pol, ctx, tgt, reward, spread=1 - 1 / (G - 1))
+    est, se = mc_gradient(pol, ctx, tgt, "group", 2 * G, estimates=2**13, seed=11 + G, reward=reward, tokenizer=UnitTok(),
+                          group_size=G, proper_baseline=False)
+    assert not _close(est, se, g)
+    assert _close(est, se, biased), float(((est - biased).abs() / se).max())
+
+def test_group_reward_needs_a_group(tiny_policy):
+    pol, ctx, tgt, _ = tiny_policy
+    with pytest.raises(ValueError, match="needs group_size >= 2"):
+        mc_gradient(pol, ctx, tgt, "none", 4, estimates=32, reward="crps", tokenizer=UnitTok(), group_size=1)
+    with pytest.raises(ValueError, match="needs group_size >= 2"): RLConfig(reward="energy", batch_episodes=8).validate()
 
 def test_advantages():
     R = torch.tensor([1.0, 2.0, 6.0])
@@ -40,6 +86,12 @@ def test_advantages():
     torch.testing.assert_close(advantages(R, "loo"), torch.tensor([-3.0, -1.5, 4.5]))
     torch.testing.assert_close(advantages(R, "none"), R)
     with pytest.raises(ValueError, match="unknown baseline"): advantages(R, "ema")
+    R4 = torch.tensor([1.0, 3.0, 10.0, 14.0])
+    torch.testing.assert_close(advantages(R4, "group", 2), torch.tensor([-2.0, 2.0, -4.0, 4.0]))
+    torch.testing.assert_close(advantages(R4, "group_norm", 2), torch.tensor([-1.0, 1.0, -1.0, 1.0]) / 2**0.5, atol=1e-5, rtol=0)
+    torch.testing.assert_close(advantages(R4, "exact", 2), advantages(R4, "group", 2))
+    torch.testing.assert_close(advantages(R4, "group", 2, torch.ones(4)), R4 - 1)
+    with pytest.raises(ValueError, match="group_size >= 2"): advantages(R4, "group", 1)
 
 def test_windows_stay_inside_and_fail_when_too_long():
     ids = torch.arange(50)
@@ -64,6 +116,23 @@ def test_same_seed_same_checkpoint_and_resume_equals_straight_run(tiny):
     with pytest.raises(ValueError, match="different settings"):
         reinforce_finetune(tiny_rl(tiny, "c.pt", steps=30, lr=1e-2), resume=True, progress=False)
 
+def test_group_run_records_reward_baseline_and_group_size(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = reinforce_finetune(tiny_rl(tiny, "g.pt", steps=3, reward="crps", baseline="group", group_size=2, kl_coef=0.1), progress=False)
+    ck = load_checkpoint(tiny / "g.pt")
+    assert (ck["config"]["reward"], ck["config"]["baseline"], ck["config"]["group_size"], ck["config"]["kl_coef"]) == ("crps", "group", 2, 0.1)
+    assert ck["metrics"]["summary"]["group_size"] == 2 and res.history["frac_reward_zero_std"].between(0, 1).all()
+    assert res.history["val_reward"].dropna().lt(0).all()                      # minus a CRPS
+    assert "group size G | 2" in res._repr_markdown_()
+
+def test_kl_penalty_keeps_the_policy_closer(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        free = reinforce_finetune(tiny_rl(tiny, "k0.pt", steps=8, reward="return_mse", lr=3e-2), progress=False)
+        held = reinforce_finetune(tiny_rl(tiny, "k1.pt", steps=8, reward="return_mse", lr=3e-2, kl_coef=10.0), progress=False)
+    assert held.history["kl_ref"].iloc[-1] < free.history["kl_ref"].iloc[-1]
+
 def test_checkpoint_records_config_reward_and_source(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -71,14 +140,14 @@ def test_checkpoint_records_config_reward_and_source(tiny):
     ck = load_checkpoint(tiny / "m.pt")
     assert ck["stage"] == "rl" and ck["config"]["reward"] == "return_mse" and ck["config"]["baseline"] == "loo"
     assert ck["data"]["source"].startswith("SYNTHETIC") and ck["metrics"]["summary"]["reward"] == "return_mse"
-    assert set(ck["metrics"]["history"]) >= {"reward_mean", "reward_std", "loss", "grad_norm", "entropy", "kl_ref", "tokens_per_s",
+    assert set(ck["metrics"]["history"]) >= {"reward_mean", "reward_std", "frac_reward_zero_std", "loss", "grad_norm", "entropy", "kl_ref", "tokens_per_s",
                                               "val_reward", "val_reward_ref", "skipped"}
     assert ck["optimizer"] is not None and ck["rng"] is not None
 
 def test_non_finite_reward_skips_the_step(tiny, monkeypatch):
     real, calls = rf.compute_reward, {"n": 0}
-    def poisoned(name, sampled, target, tok=None):
-        R = real(name, sampled, target, tok)
+    def poisoned(name, sampled, target, tok=None, *a, **kw):
+        R = real(name, sampled, target, tok, *a, **kw)
         if sampled.shape[0] == 4:                                              # training batches (validation uses 8 x 2)
             calls["n"] += 1
             if calls["n"] in (2, 3): R = R * float("nan")
