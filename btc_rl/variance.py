@@ -11,7 +11,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 from .model import GPT, sampling_logprobs
-from .rewards import compute_reward
+from .rewards import REWARDS, GROUP_REWARDS, compute_reward, group_baseline
 from .reinforce import sample_windows, sequence_logprobs, advantages, reinforce_loss
 
 # %% auto #0
@@ -69,17 +69,14 @@ def batch_estimates(
     Rbar: torch.Tensor | None = None,  # (M,) expected token rewards (exact only)
     Dg: torch.Tensor | None = None,    # (M, D) their gradients (exact only)
     ema_decay: float = 0.9,
+    Bg: torch.Tensor | None = None,    # (M,) `group_baseline` of each episode (group; default: the other members' mean reward)
 ) -> torch.Tensor:                 # (M // B, D) one gradient estimate per batch
-    "Gradient estimates of consecutive batches of B episodes, for one baseline."
+    "Gradient estimates of consecutive batches of B episodes, for one baseline (the advantages Stage 3 uses)."
     if B % G: raise ValueError(f"B={B} must be a multiple of G={G}")
     n = len(R) // B
     Rb = R[: n * B].view(n, B)
-    if baseline in ("none", "mean", "loo"): A = advantages(Rb, baseline)
-    elif baseline == "group":
-        A = advantages(Rb.view(n, B // G, G), "loo").view(n, B)
-    elif baseline == "group_norm":
-        g = Rb.view(n, B // G, G)
-        A = ((g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + 1e-6)).view(n, B)
+    if baseline in ("none", "mean", "loo", "group", "group_norm"):
+        A = advantages(Rb, baseline, G, None if Bg is None else Bg[: n * B].view(n, B))
     elif baseline == "ema":
         means, m, base = Rb.mean(1), float(Rb[0].mean()), []
         for i in range(n):
@@ -87,7 +84,7 @@ def batch_estimates(
         A = Rb - torch.tensor(base)[:, None]
     elif baseline == "exact":
         if Rbar is None or Dg is None: raise ValueError("the exact baseline needs Rbar and Dg (token_acc only)")
-        A = advantages(Rbar[: n * B].view(n, B), "loo")
+        A = advantages(Rbar[: n * B].view(n, B), "exact", G)
         return (A[..., None] * S[: n * B].view(n, B, -1) + Dg[: n * B].view(n, B, -1)).mean(1)
     else: raise ValueError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES_STUDIED)}")
     return (A[..., None] * S[: n * B].view(n, B, -1)).mean(1)
@@ -103,13 +100,14 @@ def estimator_stats(est: torch.Tensor, ref: torch.Tensor) -> dict:
 @dataclass
 class VarianceConfig:
     "Knobs of the variance study."
-    contexts: int = 128                 # K training contexts
-    group: int = 4                      # G sampled futures per context (M = K * G episodes)
+    contexts: int = 128                 # K training contexts in the grouped regime (M = K * G episodes in each regime)
+    group: int = 4                      # G sampled futures per context; the G = 1 regime uses K * G contexts
     batch_sizes: tuple = (4, 8, 16, 32, 64)
-    ref_episodes: int = 4096            # episodes of the large-sample reference gradient
+    ref_episodes: int = 4096            # episodes of the large-sample reference gradient (in groups of G)
     context_len: int = 128
     horizon: int = 32
     seed: int = 0
+    rewards: tuple = REWARDS            # rewards to measure
 
 @torch.no_grad()
 def _episodes(policy, train_ids, K, G, cfg, gen):
@@ -119,36 +117,39 @@ def _episodes(policy, train_ids, K, G, cfg, gen):
     return ctx, tgt, toks
 
 def reference_gradient(policy: GPT, train_ids: torch.Tensor, reward: str, tok, cfg: VarianceConfig, chunk: int = 512) -> torch.Tensor:
-    "A large-sample leave-one-out REINFORCE gradient of E[R] from fresh episodes (one context each)."
+    "A large-sample REINFORCE gradient of the expected reward (of -CRPS / -ES for the group rewards): fresh groups, unbiased group baseline."
     gen = torch.Generator().manual_seed(cfg.seed + 999)
-    ctx, tgt, toks = _episodes(policy, train_ids, cfg.ref_episodes, 1, cfg, gen)
-    R = compute_reward(reward, toks, tgt, tok)
-    A = advantages(R, "loo")
+    G = max(cfg.group, 2)
+    ctx, tgt, toks = _episodes(policy, train_ids, cfg.ref_episodes // G, G, cfg, gen)
+    A = compute_reward(reward, toks, tgt, tok, G) - group_baseline(reward, toks, tgt, tok, G)
     policy.zero_grad()
-    for i in range(0, len(R), chunk):
+    for i in range(0, len(A), chunk):
         lp, _ = sequence_logprobs(policy, ctx[i:i + chunk], toks[i:i + chunk])
-        (reinforce_loss(lp, A[i:i + chunk]) * len(lp) / len(R)).backward()
+        (reinforce_loss(lp, A[i:i + chunk]) * len(lp) / len(A)).backward()
     g = -torch.cat([p.grad.flatten() for p in policy.parameters()])
     policy.zero_grad()
     return g
 
 def variance_study(policy: GPT, train_ids: torch.Tensor, tok, cfg: VarianceConfig = VarianceConfig(), progress: bool = True) -> pd.DataFrame:
-    "Estimator statistics for every (reward, baseline, batch size) on shared samples."
+    "Estimator statistics for every (G regime, reward, baseline, batch size) on shared samples."
     policy.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
-    ctx, tgt, toks = _episodes(policy, train_ids, cfg.contexts, cfg.group, cfg, gen)
-    S = score_gradients(policy, ctx, toks, progress=progress)
-    rows = []
-    for reward in ("token_acc", "return_mse"):
-        R = compute_reward(reward, toks, tgt, tok)
-        ref = reference_gradient(policy, train_ids, reward, tok, cfg)
-        extra = {}
-        if reward == "token_acc":
-            Rbar, Dg = expected_token_terms(policy, ctx, toks, tgt); extra = {"Rbar": Rbar, "Dg": Dg}
-        for bl in BASELINES_STUDIED:
-            if bl == "exact" and reward != "token_acc": continue
-            for B in cfg.batch_sizes:
-                est = batch_estimates(S, R, B, cfg.group, bl, **(extra if bl == "exact" else {}))
-                if len(est) < 2: continue
-                rows.append({"reward": reward, "baseline": bl, "B": B, **estimator_stats(est, ref), "ref_norm": float(ref.norm())})
+    refs, rows = {}, []
+    for G in sorted({1, cfg.group}):                                           # one future per context, then groups of G
+        ctx, tgt, toks = _episodes(policy, train_ids, cfg.contexts * cfg.group // G, G, cfg, gen)
+        S = score_gradients(policy, ctx, toks, progress=progress)
+        for reward in cfg.rewards:
+            if reward in GROUP_REWARDS and G < 2: continue
+            R = compute_reward(reward, toks, tgt, tok, G)
+            if reward not in refs: refs[reward] = reference_gradient(policy, train_ids, reward, tok, cfg)
+            ref, extra = refs[reward], {"Bg": group_baseline(reward, toks, tgt, tok, G) if G > 1 else None}
+            if reward == "token_acc":
+                Rbar, Dg = expected_token_terms(policy, ctx, toks, tgt); extra.update(Rbar=Rbar, Dg=Dg)
+            for bl in BASELINES_STUDIED:
+                if (bl == "exact" and reward != "token_acc") or (bl in ("group", "group_norm") and G < 2): continue
+                for B in cfg.batch_sizes:
+                    if B % G: continue
+                    est = batch_estimates(S, R, B, G, bl, **extra)
+                    if len(est) < 2: continue
+                    rows.append({"reward": reward, "G": G, "baseline": bl, "B": B, **estimator_stats(est, ref), "ref_norm": float(ref.norm())})
     return pd.DataFrame(rows)
