@@ -9,10 +9,11 @@ BIN = Path(sys.executable).parent
 
 @pytest.mark.parametrize("args,msg", [
     (["--horizon", "0"], "horizon=0"), (["--context-len", "-3"], "context_len=-3"),
-    (["--reward", "pnl"], "reward='pnl': unknown reward"), (["--baseline", "ema"], "baseline='ema': unknown baseline"),
+    (["--reward", "sharpe"], "reward='sharpe': unknown reward"), (["--baseline", "ema"], "baseline='ema': unknown baseline"),
     (["--batch-episodes", "0"], "batch_episodes=0"), (["--baseline", "loo", "--batch-episodes", "1"], "leave-one-out"),
     (["--temperature", "0"], "temperature=0.0"), (["--device", "tpu"], "device='tpu'"),
     (["--baseline", "exact", "--reward", "return_mse"], "only for reward token_acc"),
+    (["--reward", "crps"], "needs group_size >= 2"), (["--group-size", "3"], "multiple of group_size=3"),
 ])
 def test_bad_parameters_fail_fast_without_traceback(args, msg, capsys, tmp_path):
     with pytest.raises(SystemExit) as e: main(["rl", "--out", str(tmp_path / "never.pt")] + args)
