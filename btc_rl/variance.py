@@ -148,8 +148,7 @@ def variance_study(policy: GPT, train_ids: torch.Tensor, tok, cfg: VarianceConfi
             for bl in BASELINES_STUDIED:
                 if (bl == "exact" and reward != "token_acc") or (bl in ("group", "group_norm") and G < 2): continue
                 for B in cfg.batch_sizes:
-                    if B % G: continue
+                    if B % G or len(R) // B < 2: continue                     # at least two estimates per cell
                     est = batch_estimates(S, R, B, G, bl, **extra)
-                    if len(est) < 2: continue
                     rows.append({"reward": reward, "G": G, "baseline": bl, "B": B, **estimator_stats(est, ref), "ref_norm": float(ref.norm())})
     return pd.DataFrame(rows)
