@@ -18,8 +18,8 @@ from .train import TokenSeries, load_corpus, check_tokenizer, resolve_device
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
-           'kl_to_ref', 'reinforce_loss', 'surrogate_loss', 'rl_step', 'validation_reward', 'RLResult',
-           'reinforce_finetune', 'ensure_prerequisites']
+           'kl_to_ref', 'expected_token_acc', 'reinforce_loss', 'surrogate_loss', 'rl_step', 'validation_reward',
+           'RLResult', 'reinforce_finetune', 'ensure_prerequisites']
 
 # %% ../nbs/06_reinforce.ipynb #2ee936ea
 BASELINES = ("mean", "none", "loo", "exact", "group", "group_norm")
@@ -155,6 +155,13 @@ def kl_to_ref(
     lq, lr = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits.detach(), -1)
     return (lq.exp() * (lq - lr)).sum(-1)
 
+def expected_token_acc(
+    logp: torch.Tensor,    # (N, H, V) log-probs of the sampling distribution, with gradient
+    target: torch.Tensor,  # (N, H) true tokens
+) -> torch.Tensor:         # (N,) Rbar = (1/H) sum_i pi(target_i | c, sampled prefix), with gradient
+    "token_acc with each sampled indicator replaced by its expectation given the prefix (the `exact` baseline)."
+    return logp.gather(-1, target[..., None])[..., 0].exp().mean(-1)
+
 def reinforce_loss(
     logp_tokens: torch.Tensor,  # (B, H) log pi(y_i | c, y_<i), with gradient
     adv: torch.Tensor,          # (B,) R - b, no gradient
@@ -175,7 +182,7 @@ def surrogate_loss(
     "The loss whose gradient is minus the gradient estimate of `baseline` (per batch of `batch` episodes)."
     B = batch or len(rewards)
     if baseline == "exact":                                                    # E[1[y_i = target_i] | prefix] = pi(target_i | prefix)
-        rbar = logp.gather(-1, target[..., None])[..., 0].exp().mean(-1)       # (N,), with gradient
+        rbar = expected_token_acc(logp, target)                                # (N,), with gradient
         return reinforce_loss(logp_tokens, advantages(rbar.detach().view(-1, B), "exact", group_size).flatten()) - rbar.mean()
     gb = None if group_baseline is None else group_baseline.view(-1, B)
     return reinforce_loss(logp_tokens, advantages(rewards.view(-1, B), baseline, group_size, gb).flatten())
@@ -200,9 +207,13 @@ def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.
     b = group_baseline(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg)) if cfg.baseline == "group" else None
     logits = teacher_forced_logits(policy, ctx, toks)                                       # the one pass with grad
     lp_tok, logp = sequence_logprobs(policy, ctx, toks, cfg.temperature, cfg.top_k or None, logits=logits)
+    rbar = expected_token_acc(logp, tgt) if cfg.baseline == "exact" else None              # Rao-Blackwellized reward
+    adv = advantages(R if rbar is None else rbar.detach(), cfg.baseline, G, b)              # advantages
     with torch.no_grad(): ref_logits = teacher_forced_logits(ref, ctx, toks)
     kl = kl_to_ref(logits, ref_logits)                                                      # (B, H), with grad
-    loss = surrogate_loss(lp_tok, logp, R, tgt, cfg.baseline, G, b) + cfg.kl_coef * kl.mean()  # advantages inside
+    loss = reinforce_loss(lp_tok, adv)                                                      # loss
+    if rbar is not None: loss = loss - rbar.mean()                                          # the exact term's direct gradient
+    if cfg.kl_coef > 0: loss = loss + cfg.kl_coef * kl.mean()
     opt.zero_grad(set_to_none=True)
     skipped = not (torch.isfinite(R).all() and torch.isfinite(loss))
     gnorm = float("nan")
