@@ -166,3 +166,28 @@ def test_tokenizer_mismatch_is_refused(tiny):
         build_tokenizer(data_dir=tiny, out=tiny / "tok8.pt", cfg=TokenizerConfig(codebook_size=8, steps=50), gap_days=40, progress=False)
     with pytest.raises(ValueError, match="different tokenizer.*vocab_size 16 vs 8"):
         reinforce_finetune(tiny_rl(tiny, "x.pt", steps=1, tokenizer=str(tiny / "tok8.pt")), progress=False)
+
+@pytest.mark.parametrize("reward,baseline,G", [("crps", "group", 4), ("energy", "none", 2), ("token_acc", "exact", 2),
+                                               ("return_mse", "group_norm", 4), ("pnl", "loo", 1)])
+def test_rl_step_update_is_minus_the_surrogate_gradient(tiny, reward, baseline, G):
+    "rl_step (SGD, lr 1, no clipping, no KL) moves the weights by exactly minus the gradient of surrogate_loss on its batch."
+    import copy
+    from btc_rl.model import model_from_checkpoint
+    from btc_rl.tokenizer import load_tokenizer
+    from btc_rl.rewards import compute_reward, group_baseline
+    tok, ck = load_tokenizer(tiny / "tok.pt"), load_checkpoint(tiny / "sft.pt")
+    pol, ref = model_from_checkpoint(ck, "cpu").eval(), model_from_checkpoint(ck, "cpu").eval()
+    ids = torch.randint(0, 16, (200,), generator=torch.Generator().manual_seed(0))
+    cfg = tiny_rl(tiny, reward=reward, baseline=baseline, group_size=G, batch_episodes=8, grad_clip=1e9).validate()
+    stepped = copy.deepcopy(pol)
+    rf.rl_step(stepped, ref, torch.optim.SGD(stepped.parameters(), lr=1.0), ids, cfg, tok, torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)                                     # replay the step's batch
+    ctx, tgt = sample_windows(ids, 8 // G, cfg.context_len, cfg.horizon, gen)
+    ctx, tgt = ctx.repeat_interleave(G, 0), tgt.repeat_interleave(G, 0)
+    toks, _ = pol.sample(ctx, cfg.horizon, cfg.temperature, None, gen)
+    R = compute_reward(reward, toks, tgt, tok, G)
+    b = group_baseline(reward, toks, tgt, tok, G) if baseline == "group" else None
+    lp, logp = rf.sequence_logprobs(pol, ctx, toks)
+    pol.zero_grad(); rf.surrogate_loss(lp, logp, R, tgt, baseline, G, b).backward()
+    for p1, p0 in zip(stepped.parameters(), pol.parameters()):
+        torch.testing.assert_close(p1.detach(), p0.detach() - (p0.grad if p0.grad is not None else 0), rtol=1e-4, atol=1e-6)
