@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
+from .core import atomic_write_text, check_fields, provenance, resolve_device
 from .data import Splits
 from .tokenizer import ReturnTokenizer, load_tokenizer
-from .model import GPT, load_checkpoint, model_from_checkpoint
-from .train import TokenSeries, load_corpus, check_tokenizer, resolve_device, next_token_eval
+from .model import GPT
+from .checkpoint import load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences
+from .corpus import TokenSeries, load_corpus
+from .train import next_token_eval
 
 # %% auto #0
 __all__ = ['crps_fair', 'pit', 'wilson', 'block_bootstrap_ci', 'score_paths', 'EvalConfig', 'eval_origins', 'policy_paths',
@@ -81,6 +84,19 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     n_boot: int = 2000         # bootstrap resamples
+
+    def validate(self) -> "EvalConfig":
+        "Raise `ValueError` naming the first bad parameter."
+        check_fields(self)
+        for k in ("horizon", "context_len", "n_paths", "stride"):
+            if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)}: must be >= 1")
+        if self.n_paths < 2: raise ValueError(f"n_paths={self.n_paths}: the fair CRPS needs at least 2 paths")
+        if self.period not in ("test", "val"): raise ValueError(f"period={self.period!r}: use test or val")
+        if not self.temperature > 0: raise ValueError(f"temperature={self.temperature}: must be > 0")
+        for k in ("top_k", "n_boot"):
+            if getattr(self, k) < 0: raise ValueError(f"{k}={getattr(self, k)}: must be >= 0")
+        resolve_device(self.device)
+        return self
 
 def eval_origins(series: TokenSeries, splits: Splits, cfg: EvalConfig) -> np.ndarray:
     "Token indices of the first target token of each origin whose whole horizon lies in the period."
@@ -158,8 +174,7 @@ class EvalReport:
     def to_json(self, path: str | os.PathLike) -> Path:
         out = {"meta": self.meta, "models": self.table.replace({np.nan: None}).to_dict(orient="index"),
                "differences": self.differences.to_dict(orient="index")}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(out, indent=2, default=float)); return Path(path)
+        return atomic_write_text(json.dumps(out, indent=2, default=float), path)
 
 def _policy_name(ck: dict, path) -> str:
     if ck["stage"] == "rl": return f"RL {ck['config'].get('reward')} ({Path(path).stem})"
@@ -174,9 +189,16 @@ def evaluate(
     progress: bool = True,
 ) -> EvalReport:
     "Walk-forward evaluation of policies and baselines on the test (or validation) period."
-    dev = resolve_device(cfg.device)
+    cfg.validate(); dev = resolve_device(cfg.device)
     tok = load_tokenizer(tokenizer)
     corpus = load_corpus(tok, csv, data_dir, with_assets=False)
+    cks = {p: load_checkpoint(p) for p in checkpoints}                         # every file checked before any work
+    for p, ck in cks.items():
+        check_tokenizer(ck, tok, p)
+        stale = checkpoint_differences(ck, tok, corpus.record)
+        if stale: raise ValueError(f"{p} was trained on other data ({'; '.join(stale)}): rebuild it before evaluating")
+        if ck["model_config"]["block_size"] < cfg.context_len + cfg.horizon:
+            raise ValueError(f"{p}: block_size {ck['model_config']['block_size']} < context_len + horizon")
     s, btc = corpus.splits, corpus.btc
     P = tok.patch_size
     r = btc.returns                                                            # daily log returns, read once with the tokens
@@ -194,9 +216,7 @@ def evaluate(
     paths["GARCH(1,1)-t (train fit)"], garch_params = garch_paths(r, s.train_end, first_days, N, L, cfg.seed)
     train_ids = btc.upto(s.train_end)
     for p in checkpoints:
-        ck = load_checkpoint(p); check_tokenizer(ck, tok, p)
-        if ck["model_config"]["block_size"] < cfg.context_len + cfg.horizon:
-            raise ValueError(f"{p}: block_size {ck['model_config']['block_size']} < context_len + horizon")
+        ck = cks[p]
         model = model_from_checkpoint(ck, dev).eval(); name = _policy_name(ck, p)
         paths[name] = policy_paths(model, tok, btc, orig, cfg, progress, name)
         token[name] = next_token_eval(model, btc, *s.period(cfg.period), cfg.context_len, train_ids)
@@ -218,5 +238,7 @@ def evaluate(
         diffs[name] = {"crps_cum_diff": float(d.mean()), "ci_lo": lo, "ci_hi": hi}
     meta = {"period": cfg.period, "start": str(s.period(cfg.period)[0].date()), "end": str(s.period(cfg.period)[1].date()),
             "n_origins": n, "n_paths": N, "days": L, "base_rate_up": float((actual.sum(1) > 0).mean()), "source": corpus.source,
-            "reference": ref, "config": asdict(cfg), "garch_params": garch_params, "checkpoints": [str(p) for p in checkpoints]}
+            "reference": ref, "config": asdict(cfg), "garch_params": garch_params, "checkpoints": [str(p) for p in checkpoints],
+            "checkpoint_runs": {str(p): ck.get("run_id") for p, ck in cks.items()}, "data_files": corpus.record,
+            "provenance": provenance(cfg.seed, dev)}
     return EvalReport(table, pd.DataFrame(diffs).T, per, paths, actual, first_days, meta)
