@@ -296,11 +296,12 @@ class RunCard:
 
 def run_card(
     csv: str | os.PathLike | None = None,  # as for `load_btc`
-    data_dir: str | os.PathLike = "data",
+    data_dir: str | os.PathLike | None = None,  # default: the repository's data/ (also from a notebook in nbs/)
     seed: int | None = None,
 ) -> RunCard:
     "The provenance of this process and the record of the data it reads."
     from btc_rl.core import provenance
+    if data_dir is None: data_dir = "../data" if not Path("settings.ini").exists() and Path("../settings.ini").exists() else "data"
     return RunCard(provenance(seed), data_record(csv, data_dir))
 
 # %% ../nbs/01_data.ipynb #76bcf3dc

@@ -16,7 +16,7 @@ from .data import Splits
 from .tokenizer import ReturnTokenizer, load_tokenizer
 from .model import GPT
 from .checkpoint import load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences
-from .corpus import TokenSeries, load_corpus
+from .corpus import TokenSeries, load_corpus, windows
 from .train import next_token_eval
 
 # %% auto #0
@@ -100,9 +100,7 @@ class EvalConfig:
 
 def eval_origins(series: TokenSeries, splits: Splits, cfg: EvalConfig) -> np.ndarray:
     "Token indices of the first target token of each origin whose whole horizon lies in the period."
-    for k in ("horizon", "context_len", "n_paths", "stride"):
-        if getattr(cfg, k) < 1: raise ValueError(f"{k}={getattr(cfg, k)}: must be >= 1")
-    if cfg.n_paths < 2: raise ValueError(f"n_paths={cfg.n_paths}: the fair CRPS needs at least 2 paths")
+    cfg.validate()
     pos = series.positions(*splits.period(cfg.period))
     pos = pos[(pos >= cfg.context_len) & (pos + cfg.horizon - 1 <= pos[-1])]
     if len(pos) == 0: raise ValueError(f"horizon={cfg.horizon} does not fit in the {cfg.period} period")
@@ -118,7 +116,7 @@ def policy_paths(model: GPT, tok: ReturnTokenizer, series: TokenSeries, origins:
     chunk = max(1, 8192 // cfg.n_paths)
     for i in tqdm(range(0, len(origins), chunk), desc=desc, disable=not progress):
         o = torch.as_tensor(origins[i : i + chunk], device=dev)
-        ctx = ids[o[:, None] + torch.arange(-cfg.context_len, 0, device=dev)].repeat_interleave(cfg.n_paths, 0)
+        ctx = windows(ids, o - cfg.context_len, cfg.context_len).repeat_interleave(cfg.n_paths, 0)
         toks, _ = model.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)
         out.append(tok.decode(toks.cpu()).reshape(len(o), cfg.n_paths, -1).numpy())
     return np.concatenate(out)
