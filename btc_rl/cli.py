@@ -31,9 +31,10 @@ def _config_flags(p: argparse.ArgumentParser, cls, only: tuple[str, ...] | None 
     for f in fields(cls):
         if only is not None and f.name not in only: continue
         d = getattr(base, f.name)
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], type(d))   # "int | None" -> int
         choices = _CHOICES.get(f.name)
         extra = f" (one of: {', '.join(choices)})" if choices else ""
-        p.add_argument((flags or {}).get(f.name, _flag(f.name)), dest=f.name, type=type(d), default=d, metavar=f.name.upper(),
+        p.add_argument((flags or {}).get(f.name, _flag(f.name)), dest=f.name, type=kind, default=d, metavar=f.name.upper(),
                        help=f"{docs.get(f.name, f.name)}{extra} [default: {d!r}]")
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default="data", help="[default: data]")
     e.add_argument("--tokenizer", default="models/tokenizer_model.pt", help="[default: models/tokenizer_model.pt]")
     e.add_argument("--out", default="checkpoints/evaluation.json", help="JSON report [default: checkpoints/evaluation.json]")
-    _config_flags(e, EvalConfig, ("n_paths", "horizon", "context_len", "stride", "period", "device", "seed"), flags={"n_paths": "--paths"})
+    _config_flags(e, EvalConfig, ("n_paths", "horizon", "context_len", "temperature", "top_k", "stride", "period", "device", "seed"),
+                  flags={"n_paths": "--paths"})
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 

@@ -165,6 +165,8 @@ def parse_bool(
 SEED_MAX = 2**63 - 1
 
 def _coerce(name: str, kind: str, v):
+    if kind.endswith(" | None"):                                               # optional: None means "not set"
+        return None if v is None else _coerce(name, kind[: -len(" | None")], v)
     if kind == "bool": return parse_bool(v, name)
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or v != int(v):
