@@ -68,13 +68,16 @@ def provenance(
             "torch": str(torch.__version__), "numpy": str(np.__version__), "threads": torch.get_num_threads(),
             "device": None if device is None else str(device), "seed": seed, "platform": platform.platform(terse=True)}
 
+_TOLD: set[str] = set()
+
 def warn_loud(msg: str, stacklevel: int = 2) -> None:
-    "`warnings.warn`, and also straight to the terminal when running inside a Jupyter kernel (a papermill job)."
+    "`warnings.warn`, and also (once per process) straight to the terminal when running inside a Jupyter kernel (a papermill job)."
     with warnings.catch_warnings(record=True) as shown:                       # the caller's filters decide
         warnings.warn(msg, stacklevel=stacklevel + 1)
     for w in shown:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        if sys.__stderr__ is not None and sys.stderr is not sys.__stderr__:   # in a kernel: the job's terminal
+        if sys.__stderr__ is not None and sys.stderr is not sys.__stderr__ and msg not in _TOLD:   # in a kernel: the job's terminal
+            _TOLD.add(msg)
             try: print(f"btc_rl WARNING: {msg}", file=sys.__stderr__, flush=True)
             except (OSError, ValueError): pass
 
