@@ -2,7 +2,8 @@ import warnings
 import pandas as pd
 import pytest
 import torch
-from btc_rl.model import GPT, GPTConfig, load_checkpoint
+from btc_rl.model import GPT, GPTConfig
+from btc_rl.checkpoint import load_checkpoint
 from btc_rl.reinforce import advantages, reinforce_finetune, sample_windows, RLConfig
 import btc_rl.reinforce as rf
 from conftest import tiny_rl
@@ -172,7 +173,7 @@ def test_tokenizer_mismatch_is_refused(tiny):
 def test_rl_step_update_is_minus_the_surrogate_gradient(tiny, reward, baseline, G):
     "rl_step (SGD, lr 1, no clipping, no KL) moves the weights by exactly minus the gradient of surrogate_loss on its batch."
     import copy
-    from btc_rl.model import model_from_checkpoint
+    from btc_rl.checkpoint import model_from_checkpoint
     from btc_rl.tokenizer import load_tokenizer
     from btc_rl.rewards import compute_reward, group_baseline
     tok, ck = load_tokenizer(tiny / "tok.pt"), load_checkpoint(tiny / "sft.pt")
