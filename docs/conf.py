@@ -21,7 +21,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 # learning order of the left navigation; `../method` is docs/method.md, `../api` docs/api.md
 ORDER = ["index", "01_data", "02_tokenizer", "03_model", "04_pretrain_sft", "05_rewards", "../method", "06_reinforce",
-         "07_variance", "08_evaluate", "09_cli", "train", "../api"]
+         "07_variance", "08_evaluate", "09_cli", "train", "plots", "../api"]
 
 # ---------------------------------------------------------------------------------------------------------
 # show_doc: signature + docstring + docments table, as nbdev renders an exported definition
