@@ -13,7 +13,7 @@ notebook is written to docs/nbs/ (git-ignored), cleaned the way nbdev's own docs
 
 Markdown outputs (result objects' `_repr_markdown_`, pandas `to_markdown`) are parsed as MyST, so their
 tables render as tables. The API page (`api.md`, autodoc) gets the same parameter tables."""
-import ast, importlib, inspect, json, re, shutil, sys
+import ast, html, importlib, inspect, json, re, shutil, sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -25,8 +25,6 @@ ORDER = ["index", "01_data", "02_tokenizer", "03_model", "04_pretrain_sft", "05_
 
 # ---------------------------------------------------------------------------------------------------------
 # show_doc: signature + docstring + docments table, as nbdev renders an exported definition
-def _md_cell(s: str) -> str: return s.replace("|", "\\|").replace("\n", " ").strip()
-
 def _anno(a) -> str:
     if a is inspect.Parameter.empty: return ""
     if isinstance(a, str): return a
@@ -53,15 +51,20 @@ def _docments(obj) -> dict:
                   v.get("docment") or "")
     return out
 
+def _html_md(s: str) -> str:
+    "Escape `s` for HTML, with markdown code spans as <code>."
+    s = html.escape(s.replace("\n", " ").strip())
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
 def params_table_md(obj) -> str:
-    "A markdown table of `obj`'s parameters (type, default, docment), as nbdev's show_doc draws it."
+    "nbdev's show_doc table of `obj`'s parameters (type, default, docment), as raw HTML; '' without docments."
     rows = _docments(obj)
-    if not [k for k in rows if k != "return"]: return ""
-    lines = ["| | **Type** | **Default** | **Details** |", "|---|---|---|---|"]
-    for k, (t, d, c) in rows.items():
-        name = "**Returns**" if k == "return" else f"`{k}`"
-        lines.append(f"| {name} | {_md_cell(f'`{t}`' if t else '')} | {_md_cell(f'`{d}`' if d else '')} | {_md_cell(c)} |")
-    return "\n".join(lines)
+    if not any(c for k, (t, d, c) in rows.items() if k != "return"): return ""
+    code = lambda x: f"<code>{html.escape(x)}</code>" if x else ""
+    body = "".join(f"<tr><td>{'<strong>Returns</strong>' if k == 'return' else code(k)}</td><td>{code(t)}</td><td>{code(d)}</td>"
+                   f"<td>{_html_md(c)}</td></tr>" for k, (t, d, c) in rows.items())
+    return ('<table class="docments table"><thead><tr><th></th><th>Type</th><th>Default</th><th>Details</th></tr></thead>'
+            f"<tbody>{body}</tbody></table>")
 
 def _signature(node: ast.AST, obj, qual: str) -> str:
     "`name(params) -> ret`, one parameter a line when long."
@@ -197,7 +200,7 @@ def _autodoc_params(app, what, name, obj, options, lines) -> None:
         target = obj.__init__ if "__init__" in vars(obj) else None
     if target is None: return
     rows = _docments(target)
-    if not [k for k in rows if k != "return"]: return
+    if not any(c for k, (t, d, c) in rows.items() if k != "return"): return
     def cell(s):                                   # docments are markdown-ish: `x` -> ``x``, a bare * is not emphasis
         s = re.sub(r"(?<![`\\])`([^`]+)`(?!`)", r"``\1``", s.replace("\n", " ").strip())
         parts = s.split("``")                       # escape * outside literals only

@@ -106,8 +106,10 @@ def test_results_render_as_tables_where_notebooks_print_them(site):
 # ------------------------------------------------------------------------------------------------- API
 def test_api_reference_documents_the_exports_with_parameter_tables(site):
     api = (site / "api.html").read_text()
-    for name in ("btc_rl.data.load_prices", "btc_rl.tokenizer.load_tokenizer", "btc_rl.model.load_checkpoint",
-                 "btc_rl.reinforce.reinforce_finetune", "btc_rl.rewards.return_mse", "btc_rl.reinforce.RLConfig"):
+    for name in ("btc_rl.tokenizer.load_tokenizer", "btc_rl.model.load_checkpoint", "btc_rl.reinforce.reinforce_finetune"):
+        assert f'id="{name}"' in api, name
+    for name in ("btc_rl.data.load_prices", "btc_rl.data.synthetic_prices", "btc_rl.tokenizer.build_tokenizer",
+                 "btc_rl.reinforce.RLConfig", "btc_rl.evaluate.EvalConfig"):        # definitions with docments
         assert f'id="{name}"' in api, name
         entry = api.split(f'id="{name}"', 1)[1].split('<dl class="py', 1)[0]
         assert 'class="docments' in entry and "<table" in entry, f"{name}: no parameter table"
@@ -116,10 +118,12 @@ def test_notebook_pages_show_exports_as_show_doc_entries(site):
     html = (site / "nbs" / "06_reinforce.html").read_text()
     sec = html.split('id="reinforce-finetune"', 1)[1][:20000]
     assert "def reinforce_finetune(" in re.sub(r"<[^>]+>", "", sec[:3000]), "signature missing"
-    assert "<table" in sec.split("nbdev-source", 1)[0], "parameter table missing"
     assert '<details class="nbdev-source">' in sec, "the source should be one click away"
-    text = visible_text(html)
-    assert "optimizer steps" in text                                        # a docment of RLConfig, in its table
+    cfg = html.split('id="rlconfig"', 1)[1].split('<details class="nbdev-source">', 1)[0]
+    assert "class RLConfig(" in re.sub(r"<[^>]+>", "", cfg) and '<table class="docments' in cfg, "RLConfig: signature and docments table"
+    assert "optimizer steps" in visible_text(html)                        # a docment of RLConfig, in its table
+    for page in (site / "nbs").glob("*.html"):                              # exported code sits in collapsed blocks only
+        assert "# %% " not in page.read_text(), page.name
 
 # ------------------------------------------------------------------------------------------------- offline
 def test_search_and_math_are_offline(site):
