@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse, sys
 from pathlib import Path
 from dataclasses import fields, asdict
+from .core import field_docs
 from .data import download_prices
 from .tokenizer import TokenizerConfig, build_tokenizer
 from .train import LMConfig, SFT_CONFIG, pretrain, sft
-from .reinforce import RLConfig, reinforce_finetune, ensure_prerequisites
+from .rewards import REWARDS
+from .reinforce import BASELINES, RLConfig, reinforce_finetune, ensure_prerequisites
 from .evaluate import EvalConfig, evaluate
 
 # %% auto #0
@@ -18,14 +20,27 @@ __all__ = ['build_parser', 'run', 'main']
 
 # %% ../nbs/09_cli.ipynb #7c79e36a
 _RL_FLAGS = {"checkpoint_in": "--in", "checkpoint_out": "--out"}
+_CHOICES = {"reward": REWARDS, "baseline": BASELINES, "period": ("test", "val")}
 
 def _flag(name: str) -> str: return _RL_FLAGS.get(name, "--" + name.replace("_", "-"))
 
+def _config_flags(p: argparse.ArgumentParser, cls, only: tuple[str, ...] | None = None, defaults=None,
+                  flags: dict[str, str] | None = None) -> None:
+    "One flag per field of config dataclass `cls`, with its docments comment, default and allowed values as help."
+    docs, base = field_docs(cls), defaults or cls()
+    for f in fields(cls):
+        if only is not None and f.name not in only: continue
+        d = getattr(base, f.name)
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], type(d))   # "int | None" -> int
+        choices = _CHOICES.get(f.name)
+        extra = f" (one of: {', '.join(choices)})" if choices else ""
+        p.add_argument((flags or {}).get(f.name, _flag(f.name)), dest=f.name, type=kind, default=d, metavar=f.name.upper(),
+                       help=f"{docs.get(f.name, f.name)}{extra} [default: {d!r}]")
+
 def _common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("--csv", default=None, help="BTC CSV (default: data/BTC-USD*.csv, else a synthetic sample)")
-    p.add_argument("--data-dir", default="data", help="folder of CSVs (other assets join pretraining)")
-    p.add_argument("--out", default=out, help=f"output file (default: {out})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--csv", default=None, help="BTC CSV [default: data/BTC-USD*.csv, else a labeled synthetic sample]")
+    p.add_argument("--data-dir", default="data", help="folder of CSVs; every other *.csv joins pretraining [default: data]")
+    p.add_argument("--out", default=out, help=f"output file [default: {out}]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,36 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="btc-rl", description="REINFORCE fine-tuning of a GPT policy on tokenized BTC returns")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{download,tokenizer,pretrain,sft,rl,evaluate}")
     d = sub.add_parser("download", help="download daily bars with yfinance into data/")
-    d.add_argument("ticker", nargs="?", default="BTC-USD"); d.add_argument("--start", default="2014-09-17")
-    d.add_argument("--end", default=None); d.add_argument("--data-dir", default="data")
+    d.add_argument("ticker", nargs="?", default="BTC-USD", help="Yahoo Finance symbol [default: BTC-USD]")
+    d.add_argument("--start", default="2014-09-17", help="first day [default: 2014-09-17]")
+    d.add_argument("--end", default=None, help="last day, exclusive [default: today]")
+    d.add_argument("--data-dir", default="data", help="where the CSV goes [default: data]")
     t = sub.add_parser("tokenizer", help="fit the VQ-VAE tokenizer on training-period returns")
     _common(t, "models/tokenizer_model.pt")
-    for f in ("patch_size", "codebook_size", "steps"):
-        t.add_argument(_flag(f), type=int, default=getattr(TokenizerConfig(), f))
-    t.add_argument("--gap-days", type=int, default=160, help="days between train / val / test periods")
+    _config_flags(t, TokenizerConfig, ("patch_size", "codebook_size", "steps", "seed"))
+    t.add_argument("--gap-days", type=int, default=160, help="days between train / val / test periods [default: 160]")
     for name, out, dflt in [("pretrain", "checkpoints/pretrain.pt", LMConfig()), ("sft", "checkpoints/sft_btc.pt", SFT_CONFIG)]:
         s = sub.add_parser(name, help=f"stage {'1: pretrain on every asset' if name == 'pretrain' else '2: supervised fine-tuning on BTC'}")
         _common(s, out)
-        s.add_argument("--tokenizer", default="models/tokenizer_model.pt")
-        if name == "sft": s.add_argument("--in", dest="checkpoint_in", default="checkpoints/pretrain.pt")
-        s.add_argument("--device", default="auto", help="auto | cpu | cuda")
-        s.add_argument("--steps", type=int, default=dflt.steps)
-    r = sub.add_parser("rl", help="stage 3: REINFORCE on BTC ground truth (builds missing prerequisites)")
-    for f in fields(RLConfig):
-        default = getattr(RLConfig(), f.name)
-        r.add_argument(_flag(f.name), dest=f.name, type=type(default), default=default, help=f"default: {default!r}")
-    r.add_argument("--resume", action="store_true", help="continue from --out")
-    r.add_argument("--no-progress", action="store_true")
+        s.add_argument("--tokenizer", default="models/tokenizer_model.pt", help="tokenizer file [default: models/tokenizer_model.pt]")
+        if name == "sft": s.add_argument("--in", dest="checkpoint_in", default="checkpoints/pretrain.pt",
+                                         help="stage 1 checkpoint to start from [default: checkpoints/pretrain.pt]")
+        _config_flags(s, LMConfig, ("steps", "lr", "batch_size", "dropout", "seed", "device"), dflt)
+    r = sub.add_parser("rl", help="stage 3: REINFORCE on BTC ground truth (builds missing or stale prerequisites)")
+    _config_flags(r, RLConfig)
+    r.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint of another run at --out")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     e = sub.add_parser("evaluate", help="walk-forward evaluation on the test period against baselines")
     e.add_argument("--ckpt", nargs="+", required=True, help="policy checkpoint(s) to evaluate")
-    e.add_argument("--sft", default="checkpoints/sft_btc.pt", help="SFT checkpoint to include as a reference ('' to skip)")
-    e.add_argument("--csv", default=None); e.add_argument("--data-dir", default="data")
-    e.add_argument("--tokenizer", default="models/tokenizer_model.pt")
-    e.add_argument("--out", default="checkpoints/evaluation.json")
-    for f, flag in (("n_paths", "--paths"), ("horizon", "--horizon"), ("context_len", "--context-len"), ("stride", "--stride"),
-                    ("period", "--period"), ("device", "--device"), ("seed", "--seed")):
-        d = getattr(EvalConfig(), f); e.add_argument(flag, dest=f, type=type(d), default=d)
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--sft", default="checkpoints/sft_btc.pt", help="SFT checkpoint added as a reference ('' to skip) [default: checkpoints/sft_btc.pt]")
+    e.add_argument("--csv", default=None, help="BTC CSV [default: data/BTC-USD*.csv]")
+    e.add_argument("--data-dir", default="data", help="[default: data]")
+    e.add_argument("--tokenizer", default="models/tokenizer_model.pt", help="[default: models/tokenizer_model.pt]")
+    e.add_argument("--out", default="checkpoints/evaluation.json", help="JSON report [default: checkpoints/evaluation.json]")
+    _config_flags(e, EvalConfig, ("n_paths", "horizon", "context_len", "temperature", "top_k", "stride", "period", "device", "seed"),
+                  flags={"n_paths": "--paths"})
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
 # %% ../nbs/09_cli.ipynb #caaa08e7
@@ -80,7 +95,7 @@ def run(argv: list[str] | None = None) -> object:
         return tok
     if a.command in ("pretrain", "sft"):
         base = LMConfig() if a.command == "pretrain" else SFT_CONFIG
-        cfg = LMConfig(**{**asdict(base), "steps": a.steps, "seed": a.seed, "device": a.device})
+        cfg = LMConfig(**{**asdict(base), **{k: getattr(a, k) for k in ("steps", "lr", "batch_size", "dropout", "seed", "device")}})
         if a.command == "pretrain": res = pretrain(a.tokenizer, a.out, a.csv, a.data_dir, cfg=cfg, progress=prog)
         else: res = sft(a.tokenizer, a.checkpoint_in, a.out, a.csv, a.data_dir, cfg=cfg, progress=prog)
         b = res["best"]
@@ -94,9 +109,8 @@ def run(argv: list[str] | None = None) -> object:
         print(rep._repr_markdown_()); print(f"\nwrote {rep.to_json(a.out)}")
         return rep
     cfg = RLConfig(**{f.name: getattr(a, f.name) for f in fields(RLConfig)}).validate()
-    built = ensure_prerequisites(cfg, progress=prog)
-    if built: print("built missing prerequisites:", ", ".join(map(str, built)))
-    res = reinforce_finetune(cfg, resume=a.resume, progress=prog)
+    ensure_prerequisites(cfg, progress=prog, log=lambda m: print(f"btc-rl rl: {m}", file=sys.stderr))
+    res = reinforce_finetune(cfg, resume=a.resume, progress=prog, overwrite=a.overwrite)
     s = res.summary
     print(f"wrote {res.checkpoint}: reward {s['reward']} baseline {s['baseline']}, validation reward "
           f"{s['val_reward_ref']:.5g} -> {s['val_reward']:.5g}, train reward {s['train_reward_first']:.5g} -> {s['train_reward_last']:.5g}")
@@ -109,5 +123,5 @@ def main(argv: list[str] | None = None) -> None:
     try: run(argv)
     except ValueError as e:
         print(f"btc-rl {cmd}: error: {e}", file=sys.stderr); sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"btc-rl {cmd}: interrupted (the last checkpoint written is intact)", file=sys.stderr); sys.exit(130)
+    except KeyboardInterrupt as e:
+        print(f"btc-rl {cmd}: {e or 'interrupted (the last checkpoint written is intact)'}", file=sys.stderr); sys.exit(130)

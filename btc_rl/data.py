@@ -4,16 +4,18 @@
 
 # %% ../nbs/01_data.ipynb #04c954b5
 from __future__ import annotations
-import csv, hashlib, itertools, math, os, warnings
+import csv, hashlib, itertools, math, os, re, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from .core import file_sha256, warn_loud
 
 # %% auto #0
-__all__ = ['PRICE_COLUMNS', 'SYNTHETIC_SOURCE', 'load_prices', 'log_returns', 'synthetic_prices', 'file_source', 'asset_name',
-           'find_csv', 'load_btc', 'load_assets', 'Splits', 'make_splits', 'Normalizer', 'fit_normalizer',
-           'download_prices']
+__all__ = ['PRICE_COLUMNS', 'MAX_ABS_LOG_RETURN', 'SYNTHETIC_SOURCE', 'BTC_MAX_GAP_DAYS', 'ASSET_MAX_GAP_DAYS', 'load_prices',
+           'log_returns', 'synthetic_prices', 'file_source', 'asset_name', 'find_csv', 'gaps', 'load_btc',
+           'is_synthetic', 'load_assets', 'drop_short_assets', 'data_record', 'record_differences', 'RunCard',
+           'run_card', 'Splits', 'make_splits', 'Normalizer', 'fit_normalizer', 'download_prices']
 
 # %% ../nbs/01_data.ipynb #137ffeed
 PRICE_COLUMNS = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
@@ -26,16 +28,21 @@ def _is_yfinance_layout(rows: list[list[str]]) -> bool:
     return first == ["price", "ticker"]
 
 def _read_table(path: Path) -> pd.DataFrame:
-    "Read either layout as strings, with canonical column names."
-    with path.open(newline="") as f: head = list(itertools.islice(csv.reader(f), 3))
+    "Read either layout as strings, with canonical column names (a UTF-8 byte-order mark is skipped)."
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f: head = list(itertools.islice(csv.reader(f), 3))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+                         "save the file as UTF-8") from None
     head = [r for r in head if any(c.strip() for c in r)]
     if not head: raise ValueError(f"{path}: file is empty")
+    kw = dict(dtype=str, skip_blank_lines=True, encoding="utf-8-sig")
     if _is_yfinance_layout(head):
         names = ["Date"] + [c.strip() for c in head[0][1:]]
         skip = 3 if len(head) > 2 and head[2][0].strip().lower() == "date" else 2
-        df = pd.read_csv(path, header=None, names=names, skiprows=skip, dtype=str, skip_blank_lines=True)
+        df = pd.read_csv(path, header=None, names=names, skiprows=skip, **kw)
     else:
-        df = pd.read_csv(path, dtype=str, skip_blank_lines=True)
+        df = pd.read_csv(path, **kw)
     df.columns = [_CANON.get(str(c).strip().lower(), str(c).strip()) for c in df.columns]
     return df
 
@@ -46,9 +53,33 @@ def _first(dates: pd.Series, mask) -> str:
     d = dates.iloc[i]
     return str(d.date()) if isinstance(d, pd.Timestamp) and not pd.isna(d) else f"row {i + 1}"
 
+_TZ = re.compile(r"(?:[+-]\d{2}:?\d{2}|Z|UTC)$")
+_SLASH = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4})$")
+
+def _parse_dates(raw: pd.Series, path: Path) -> pd.Series:
+    "Timestamps as written (a time-zone suffix is dropped, not converted); DD/MM vs MM/DD resolved or refused."
+    s = raw.str.strip().str.replace(_TZ, "", regex=True).str.strip()
+    m = s.str.extract(_SLASH)
+    if m[0].notna().all():                                                     # 01/02/2024: which is the day?
+        sep = m[1].iloc[0]
+        fmts = {"month-first (MM/DD/YYYY)": f"%m{sep}%d{sep}%Y", "day-first (DD/MM/YYYY)": f"%d{sep}%m{sep}%Y"}
+        ok = {k: pd.to_datetime(s, format=f, errors="coerce") for k, f in fmts.items()}
+        good = [k for k, v in ok.items() if v.notna().all()]
+        if len(good) == 2 and not ok[good[0]].equals(ok[good[1]]):
+            raise ValueError(f"{path}: ambiguous dates like {s.iloc[0]!r}: they read both day-first and month-first; "
+                             "write them as YYYY-MM-DD")
+        if good:
+            warnings.warn(f"{path}: dates read as {good[0]}", stacklevel=3)
+            return ok[good[0]]
+    if s.str.match(r"^\d{4}-\d{2}-\d{2}").all(): return pd.to_datetime(s, errors="coerce", format="ISO8601")
+    return pd.to_datetime(s, errors="coerce", format="mixed")
+
+MAX_ABS_LOG_RETURN = 2.0   # a move of more than e^2 = 7.4x in one day is a data error, not a price
+
 def load_prices(
     path: str | os.PathLike,  # CSV file, yfinance multi-header or plain layout
     min_rows: int = 2,        # fewer rows than this is an error (2 gives one return)
+    max_abs_log_return: float = MAX_ABS_LOG_RETURN,  # larger |log P_t - log P_{t-1}| is an error
 ) -> pd.DataFrame:            # indexed by `Date` (sorted), with at least a `Close` column
     "Read a daily price CSV, validating it; raise `ValueError` naming the file and the problem."
     path = Path(path)
@@ -56,17 +87,24 @@ def load_prices(
     if path.stat().st_size == 0: raise ValueError(f"{path}: file is empty")
     try: df = _read_table(path)
     except pd.errors.EmptyDataError: raise ValueError(f"{path}: file is empty") from None
-    except (UnicodeDecodeError, pd.errors.ParserError) as e: raise ValueError(f"{path}: not a readable CSV ({e})") from None
+    except pd.errors.ParserError as e: raise ValueError(f"{path}: not a readable CSV ({e})") from None
     if "Date" not in df.columns: raise ValueError(f"{path}: no Date column (columns: {list(df.columns)})")
     if "Close" not in df.columns: raise ValueError(f"{path}: no Close column (columns: {list(df.columns)})")
     if df.empty: raise ValueError(f"{path}: file has a header but no data rows")
-    dates = pd.to_datetime(df["Date"].str.strip(), errors="coerce", utc=True, format="mixed").dt.tz_localize(None)
-    if dates.isna().any():
-        raise ValueError(f"{path}: {int(dates.isna().sum())} unparseable dates (first at {_first(dates, dates.isna())})")
+    stamps = _parse_dates(df["Date"].astype(str), path)
+    if stamps.isna().any():
+        raise ValueError(f"{path}: {int(stamps.isna().sum())} unparseable dates (first at {_first(stamps, stamps.isna())})")
+    if stamps.nunique() > 2:
+        steps = stamps.sort_values().diff().dropna()
+        spacing = steps[steps > pd.Timedelta(0)].median()                      # duplicates are reported below
+        if spacing < pd.Timedelta(hours=20) or spacing > pd.Timedelta(days=4):
+            raise ValueError(f"{path}: rows are {spacing} apart (median): daily bars are needed; resample to daily closes first")
+    dates = stamps.dt.normalize()
     close = pd.to_numeric(df["Close"].str.strip(), errors="coerce")
     if close.isna().any():
         raise ValueError(f"{path}: {int(close.isna().sum())} non-numeric or missing Close values "
                          f"(first on {_first(dates, close.isna())})")
+    if not np.isfinite(close).all(): raise ValueError(f"{path}: infinite Close values (first on {_first(dates, ~np.isfinite(close))})")
     if (close <= 0).any():
         raise ValueError(f"{path}: Close must be positive; {int((close <= 0).sum())} rows are not "
                          f"(first on {_first(dates, close <= 0)})")
@@ -79,6 +117,11 @@ def load_prices(
     out["Close"] = close.astype(float).to_numpy()
     out.index = pd.DatetimeIndex(dates, name="Date")
     out = out.sort_index()
+    r = np.log(out["Close"]).diff().abs()
+    if (r > max_abs_log_return).any():
+        d = r.idxmax()
+        raise ValueError(f"{path}: |log return| {r.max():.3g} on {d.date()} exceeds the bound {max_abs_log_return:g} "
+                         f"(a {math.exp(min(r.max(), 700)):.3g}x move in one day): a data error")
     out.attrs["source"] = str(path)
     return out
 
@@ -117,17 +160,30 @@ def synthetic_prices(
 # %% ../nbs/01_data.ipynb #6263fd45
 def file_source(path: Path, df: pd.DataFrame) -> str:
     "A data-source record: file name, content hash, rows and date range."
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
-    return f"{Path(path).name} (sha256:{digest}, {len(df)} rows, {df.index[0].date()}..{df.index[-1].date()})"
+    return f"{Path(path).name} (sha256:{file_sha256(path)}, {len(df)} rows, {df.index[0].date()}..{df.index[-1].date()})"
 
 def asset_name(path: str | os.PathLike) -> str:
     "Ticker from a file name like `BTC-USD_2014-09-18_2024-12-31_1d.csv`."
     return Path(path).stem.split("_")[0]
 
 def find_csv(ticker: str = "BTC-USD", data_dir: str | os.PathLike = "data") -> Path | None:
-    "The newest-named `data_dir/{ticker}*.csv`, or None."
-    hits = sorted(Path(data_dir).glob(f"{ticker}*.csv"))
-    return hits[-1] if hits else None
+    "The one `data_dir/{ticker}*.csv`, or None; two candidates are an error naming both."
+    hits = sorted(p for p in Path(data_dir).glob(f"{ticker}*.csv") if asset_name(p) == ticker)
+    if len(hits) > 1:
+        raise ValueError(f"{len(hits)} {ticker} files in {data_dir}/: {', '.join(h.name for h in hits)}; "
+                         "keep one (or pass --csv)")
+    return hits[0] if hits else None
+
+def gaps(
+    df: pd.DataFrame,          # prices indexed by date
+    max_days: int,             # a longer step between consecutive rows is a gap
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:  # (last day before, first day after) of each gap
+    "Spans without rows longer than `max_days` calendar days."
+    d = df.index.to_series().diff().dt.days
+    return [(df.index[i - 1], df.index[i]) for i in np.flatnonzero(d.to_numpy() > max_days)]
+
+BTC_MAX_GAP_DAYS = 3        # BTC trades every day: a longer gap is missing data
+ASSET_MAX_GAP_DAYS = 10     # equities close for weekends and holidays (9/11: 6 days); longer is missing data
 
 def load_btc(
     csv: str | os.PathLike | None = None,  # explicit CSV path; wins over everything else
@@ -139,12 +195,19 @@ def load_btc(
     path = Path(csv) if csv else find_csv("BTC-USD", data_dir)
     if path is not None:
         df = load_prices(path, min_rows=min_rows)
+        g = gaps(df, BTC_MAX_GAP_DAYS)
+        if g: raise ValueError(f"{path}: {len(g)} gaps in BTC's daily series (BTC trades every day), first "
+                               f"{g[0][0].date()}..{g[0][1].date()}: a return across it is not a daily return; fill or trim the file")
         df.attrs["source"] = file_source(path, df)
         return df
     if not synthetic_ok: raise ValueError(f"no BTC-USD*.csv in {data_dir}/ and no --csv given")
-    warnings.warn(f"No BTC-USD*.csv in {data_dir}/: using a {SYNTHETIC_SOURCE}. Results say nothing about BTC. "
-                  f"Bring real data with `btc-rl download BTC-USD` or copy a CSV into {data_dir}/.", stacklevel=2)
+    warn_loud(f"No BTC-USD*.csv in {data_dir}/: using a {SYNTHETIC_SOURCE}. Results say nothing about BTC. "
+              f"Bring real data with `btc-rl download BTC-USD` or copy a CSV into {data_dir}/.")
     return synthetic_prices()
+
+def is_synthetic(df: pd.DataFrame) -> bool:
+    "True when `df` is the synthetic stand-in, not real data."
+    return df.attrs.get("source", "").startswith(SYNTHETIC_SOURCE)
 
 def load_assets(
     btc: pd.DataFrame,                     # BTC prices from `load_btc`
@@ -152,15 +215,94 @@ def load_assets(
 ) -> dict[str, pd.DataFrame]:             # asset name -> prices, BTC first
     "BTC plus every other CSV in `data_dir` (synthetic stand-ins when BTC itself is synthetic)."
     assets = {"BTC-USD": btc}
-    if btc.attrs.get("source", "").startswith(SYNTHETIC_SOURCE):
+    if is_synthetic(btc):
         for i, vol in enumerate([0.012, 0.016, 0.03], start=1):
             assets[f"SYN{i}"] = synthetic_prices(n_days=len(btc), seed=100 + i, daily_vol=vol, start=str(btc.index[0].date()))
         return assets
     for p in sorted(Path(data_dir).glob("*.csv")):
         name = asset_name(p)
         if name == "BTC-USD" or name in assets: continue
-        df = load_prices(p); df.attrs["source"] = file_source(p, df); assets[name] = df
+        df = load_prices(p)
+        g = gaps(df, ASSET_MAX_GAP_DAYS)
+        if g:                                                                  # keep the part after the last gap
+            warnings.warn(f"{p.name}: {len(g)} gap(s) of more than {ASSET_MAX_GAP_DAYS} days, last "
+                          f"{g[-1][0].date()}..{g[-1][1].date()}: using the rows from {g[-1][1].date()} on", stacklevel=2)
+            df = df[df.index >= g[-1][1]]
+        df.attrs["source"] = file_source(p, df); assets[name] = df
     return assets
+
+def drop_short_assets(
+    assets: dict[str, pd.DataFrame],       # from `load_assets`
+    train_end: pd.Timestamp,               # last training day
+    min_days: int = 200,                   # fewer training-period rows: skipped
+) -> dict[str, pd.DataFrame]:
+    "Assets with enough training-period history; each skipped one is named in one warning (BTC is never skipped)."
+    short = [k for k, v in assets.items() if k != "BTC-USD" and int((v.index <= train_end).sum()) < min_days]
+    for k in short:
+        warnings.warn(f"{k}: {int((assets[k].index <= train_end).sum())} training-period days (before "
+                      f"{pd.Timestamp(train_end).date()}), fewer than {min_days}: skipped", stacklevel=2)
+    return {k: v for k, v in assets.items() if k not in short}
+
+# %% ../nbs/01_data.ipynb #41b4652f
+def data_record(
+    csv: str | os.PathLike | None = None,  # explicit BTC CSV, as for `load_btc`
+    data_dir: str | os.PathLike = "data",  # the folder of other assets
+) -> dict[str, str]:                       # asset -> "file sha256:..." (BTC first)
+    "What the data a stage is given consists of: each file's name and content hash."
+    path = Path(csv) if csv else find_csv("BTC-USD", data_dir)
+    if path is None: return {"BTC-USD": f"{SYNTHETIC_SOURCE}, seed=0"}
+    if not path.is_file(): raise ValueError(f"{path}: file not found")
+    rec = {"BTC-USD": f"{path.name} sha256:{file_sha256(path)}"}
+    for p in sorted(Path(data_dir).glob("*.csv")):
+        n = asset_name(p)
+        if n not in rec: rec[n] = f"{p.name} sha256:{file_sha256(p)}"
+    return rec
+
+def record_differences(
+    built: dict[str, str],     # the record an artifact stores
+    now: dict[str, str],       # `data_record` of the data at hand
+    assets: bool = True,       # compare the other assets too (False: BTC only)
+) -> list[str]:                # human-readable differences; empty when the data are the same
+    "How the data at hand differ from the data an artifact was built from."
+    out = []
+    if built.get("BTC-USD") != now.get("BTC-USD"): out.append(f"BTC-USD: built from {built.get('BTC-USD')}, now {now.get('BTC-USD')}")
+    if assets:
+        def names(ks): ks = sorted(ks); return ", ".join(ks[:4]) + (f" and {len(ks) - 4} more" if len(ks) > 4 else "")
+        added, removed = set(now) - set(built), set(built) - set(now)
+        changed = {k for k in set(now) & set(built) if k != "BTC-USD" and now[k] != built[k]}
+        if added: out.append(f"assets added: {names(added)}")
+        if removed: out.append(f"assets removed: {names(removed)}")
+        if changed: out.append(f"assets changed: {names(changed)}")
+    return out
+
+# %% ../nbs/01_data.ipynb #e3704660
+@dataclass
+class RunCard:
+    "Provenance and data record of a run, shown as a table."
+    provenance: dict
+    data: dict[str, str]
+
+    @property
+    def synthetic(self) -> bool: return self.data.get("BTC-USD", "").startswith(SYNTHETIC_SOURCE)
+
+    def _repr_markdown_(self) -> str:
+        p = self.provenance
+        commit = f"{(p['git_commit'] or 'unknown')[:12]}{' (uncommitted changes)' if p['git_dirty'] else ''}"
+        rows = [("btc_rl", p["btc_rl"]), ("git commit", commit), ("python / torch / numpy", f"{p['python']} / {p['torch']} / {p['numpy']}"),
+                ("threads", p["threads"]), ("platform", p["platform"]), ("BTC data", self.data.get("BTC-USD")),
+                ("other assets", f"{len(self.data) - 1} files" if len(self.data) > 1 else "none")]
+        warn = "**SYNTHETIC DATA: these outputs say nothing about BTC.**\n\n" if self.synthetic else ""
+        return warn + "| run card | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+def run_card(
+    csv: str | os.PathLike | None = None,  # as for `load_btc`
+    data_dir: str | os.PathLike | None = None,  # default: the repository's data/ (also from a notebook in nbs/)
+    seed: int | None = None,
+) -> RunCard:
+    "The provenance of this process and the record of the data it reads."
+    from btc_rl.core import provenance
+    if data_dir is None: data_dir = "../data" if not Path("settings.ini").exists() and Path("../settings.ini").exists() else "data"
+    return RunCard(provenance(seed), data_record(csv, data_dir))
 
 # %% ../nbs/01_data.ipynb #76bcf3dc
 @dataclass(frozen=True)
@@ -261,6 +403,8 @@ def download_prices(
     downloader=None,                      # callable like `yfinance.download` (tests pass a fake)
 ) -> Path:                                # the CSV written
     "Download daily bars and write them as a yfinance-layout CSV into `data_dir`."
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.=^-]{0,31}", str(ticker)):
+        raise ValueError(f"ticker={ticker!r}: not a ticker symbol (letters, digits, '.', '-', '=', '^')")
     if downloader is None:
         try: import yfinance
         except ImportError: raise ValueError('downloading needs yfinance: pip install -e ".[download]"') from None

@@ -5,20 +5,24 @@
 # %% ../nbs/08_evaluate.ipynb #a994b84c
 from __future__ import annotations
 import json, math, os
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
+from .core import atomic_write_text, check_fields, provenance, resolve_device
 from .data import Splits
 from .tokenizer import ReturnTokenizer, load_tokenizer
-from .model import GPT, load_checkpoint, model_from_checkpoint
-from .train import TokenSeries, load_corpus, check_tokenizer, resolve_device, next_token_eval
+from .model import GPT
+from .checkpoint import load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences
+from .corpus import TokenSeries, load_corpus, windows
+from .train import next_token_eval
 
 # %% auto #0
-__all__ = ['crps_fair', 'pit', 'wilson', 'block_bootstrap_ci', 'score_paths', 'EvalConfig', 'eval_origins', 'policy_paths',
-           'empirical_paths', 'rolling_paths', 'garch_paths', 'EvalReport', 'evaluate']
+__all__ = ['crps_fair', 'pit', 'wilson', 'block_bootstrap_indices', 'block_bootstrap_ci', 'skill_ci', 'score_paths', 'EvalConfig',
+           'policy_config', 'eval_origins', 'policy_paths', 'empirical_paths', 'rolling_paths', 'garch_paths',
+           'garch_token_logprobs', 'EvalReport', 'evaluate']
 
 # %% ../nbs/08_evaluate.ipynb #f1c4f113
 def crps_fair(obs: np.ndarray, ens: np.ndarray) -> np.ndarray:
@@ -38,15 +42,29 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     c = (p + z**2 / (2 * n)) / d; h = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
     return (c - h, c + h)
 
+def block_bootstrap_indices(n: int, block: int, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    "Moving-block bootstrap resamples of positions 0..n-1: (n_boot, n) indices built from blocks of `block`."
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n - block + 1, size=(n_boot, math.ceil(n / block)))
+    return (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
+
 def block_bootstrap_ci(x: np.ndarray, block: int, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     "Moving-block bootstrap confidence interval of the mean of a dependent series."
-    x = np.asarray(x, float); n = len(x); block = max(1, min(block, n))
-    rng = np.random.default_rng(seed)
-    k = math.ceil(n / block)
-    starts = rng.integers(0, n - block + 1, size=(n_boot, k))
-    idx = (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
-    means = x[idx].mean(1)
+    x = np.asarray(x, float)
+    means = x[block_bootstrap_indices(len(x), block, n_boot, seed)].mean(1)
     return tuple(np.quantile(means, [(1 - level) / 2, (1 + level) / 2]).tolist())
+
+def skill_ci(
+    scores: np.ndarray,        # (n,) per-origin scores of a model (lower is better, e.g. CRPS)
+    ref: np.ndarray,           # (n,) the reference's scores on the same origins
+    block: int, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+) -> tuple[float, float, float]:  # skill, lower and upper CI bound (fractions; 0.031 = +3.1%)
+    "Skill 1 - mean(scores) / mean(ref), with a moving-block bootstrap CI resampling both series together."
+    idx = block_bootstrap_indices(len(scores), block, n_boot, seed)
+    boot = 1 - np.asarray(scores)[idx].mean(1) / np.asarray(ref)[idx].mean(1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(1 - np.mean(scores) / np.mean(ref)), float(lo), float(hi)
 
 def score_paths(paths: np.ndarray, actual: np.ndarray, seed: int = 0) -> dict:
     "Per-origin scores and summary metrics of sampled paths (n, N, L) against realized returns (n, L)."
@@ -58,7 +76,8 @@ def score_paths(paths: np.ndarray, actual: np.ndarray, seed: int = 0) -> dict:
     s = {"crps_1d": per["crps_1d"].mean(), "crps_cum": per["crps_cum"].mean()}
     for c in (50, 80, 90):
         lo, hi = np.quantile(cum_hat, [(1 - c / 100) / 2, (1 + c / 100) / 2], axis=1)
-        s[f"cov{c}"] = float(((cum >= lo) & (cum <= hi)).mean())
+        per[f"in{c}"] = ((cum >= lo) & (cum <= hi)).astype(float)
+        s[f"cov{c}"] = float(per[f"in{c}"].mean())
     s["mse_path"] = float(per["sq_err_path"].mean())
     s["r2_oos"] = 1 - s["mse_path"] / float((actual**2).mean())
     m = cum_hat.mean(1)
@@ -71,22 +90,40 @@ def score_paths(paths: np.ndarray, actual: np.ndarray, seed: int = 0) -> dict:
 @dataclass
 class EvalConfig:
     "Walk-forward evaluation knobs."
-    horizon: int = 32          # tokens per sampled path
-    context_len: int = 128     # tokens of context for the policies
+    horizon: int | None = None         # tokens per sampled path (None: the first RL checkpoint's, else 32)
+    context_len: int | None = None     # tokens of context (None: each checkpoint's own; SFT: its training seq_len)
     n_paths: int = 100         # N paths per origin, the same for every model
     stride: int = 1            # tokens between origins
     period: str = "test"       # test | val
-    temperature: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    device: str = "auto"
+    temperature: float | None = None   # sampling temperature (None: each checkpoint's own, else 1.0)
+    top_k: int | None = None           # top-k sampling (None: each checkpoint's own; 0: off)
+    seed: int = 0              # paths and bootstrap are a function of it
+    device: str = "auto"       # auto | cpu | cuda
     n_boot: int = 2000         # bootstrap resamples
+
+    def validate(self) -> "EvalConfig":
+        "Raise `ValueError` naming the first bad parameter."
+        check_fields(self)
+        for k in ("horizon", "context_len", "n_paths", "stride"):
+            if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)}: must be >= 1")
+        if self.n_paths < 2: raise ValueError(f"n_paths={self.n_paths}: the fair CRPS needs at least 2 paths")
+        if self.period not in ("test", "val"): raise ValueError(f"period={self.period!r}: use test or val")
+        if self.temperature is not None and not self.temperature >= 1e-3: raise ValueError(f"temperature={self.temperature}: must be >= 0.001")
+        for k in ("top_k", "n_boot"):
+            if getattr(self, k) is not None and getattr(self, k) < 0: raise ValueError(f"{k}={getattr(self, k)}: must be >= 0")
+        resolve_device(self.device)
+        return self
+
+def policy_config(cfg: EvalConfig, ck: dict) -> EvalConfig:
+    "The settings a policy is sampled with: what `cfg` sets, else the checkpoint's own (RL config, or SFT's seq_len)."
+    c = ck.get("config", {})
+    own = {"context_len": c.get("context_len", c.get("seq_len", 128)), "horizon": c.get("horizon", 32),
+           "temperature": c.get("temperature", 1.0), "top_k": c.get("top_k", 0)}
+    return replace(cfg, **{k: v for k, v in own.items() if getattr(cfg, k) is None})
 
 def eval_origins(series: TokenSeries, splits: Splits, cfg: EvalConfig) -> np.ndarray:
     "Token indices of the first target token of each origin whose whole horizon lies in the period."
-    for k in ("horizon", "context_len", "n_paths", "stride"):
-        if getattr(cfg, k) < 1: raise ValueError(f"{k}={getattr(cfg, k)}: must be >= 1")
-    if cfg.n_paths < 2: raise ValueError(f"n_paths={cfg.n_paths}: the fair CRPS needs at least 2 paths")
+    cfg.validate()
     pos = series.positions(*splits.period(cfg.period))
     pos = pos[(pos >= cfg.context_len) & (pos + cfg.horizon - 1 <= pos[-1])]
     if len(pos) == 0: raise ValueError(f"horizon={cfg.horizon} does not fit in the {cfg.period} period")
@@ -102,7 +139,7 @@ def policy_paths(model: GPT, tok: ReturnTokenizer, series: TokenSeries, origins:
     chunk = max(1, 8192 // cfg.n_paths)
     for i in tqdm(range(0, len(origins), chunk), desc=desc, disable=not progress):
         o = torch.as_tensor(origins[i : i + chunk], device=dev)
-        ctx = ids[o[:, None] + torch.arange(-cfg.context_len, 0, device=dev)].repeat_interleave(cfg.n_paths, 0)
+        ctx = windows(ids, o - cfg.context_len, cfg.context_len).repeat_interleave(cfg.n_paths, 0)
         toks, _ = model.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)
         out.append(tok.decode(toks.cpu()).reshape(len(o), cfg.n_paths, -1).numpy())
     return np.concatenate(out)
@@ -132,6 +169,28 @@ def garch_paths(returns: pd.Series, train_end: pd.Timestamp, first_days: pd.Date
     pos = r.index.get_indexer(pd.DatetimeIndex(starts)) - r.index.get_loc(starts[0])
     return sims[pos] / 100, {k: float(v) for k, v in res.params.items()}
 
+def garch_token_logprobs(
+    returns: pd.Series,        # daily log returns (the whole series)
+    params: dict,              # `garch_paths`' fitted parameters (returns in percent)
+    tok: ReturnTokenizer,      # a scalar quantizer (patch_size 1)
+    days: pd.DatetimeIndex,    # the days whose token to score
+) -> torch.Tensor:             # (len(days), K) log-probabilities of each token under GARCH's one-day density
+    "GARCH(1,1)-t's one-day predictive density integrated over each token's cell (cells: midpoints of sorted codewords)."
+    from scipy import stats
+    if tok.patch_size != 1: raise ValueError("token probabilities of a GARCH density need patch_size 1")
+    from arch.univariate import ConstantMean, GARCH, StudentsT
+    r = returns * 100
+    fixed = ConstantMean(r, volatility=GARCH(1, 0, 1), distribution=StudentsT()).fix([params[k] for k in ("mu", "omega", "alpha[1]", "beta[1]", "nu")])
+    sigma = fixed.conditional_volatility.reindex(days).to_numpy()             # sigma_t uses returns up to t-1
+    cw = tok.decode(torch.arange(tok.vocab_size)[:, None]).flatten().double().numpy() * 100
+    order = np.argsort(cw); mid = (cw[order][1:] + cw[order][:-1]) / 2
+    edges = np.concatenate([[-np.inf], mid, [np.inf]])                         # cell of the k-th smallest codeword
+    nu = params["nu"]; scale = sigma * math.sqrt((nu - 2) / nu)
+    cdf = stats.t.cdf((edges[None, :] - params["mu"]) / scale[:, None], nu)
+    p_sorted = np.clip(np.diff(cdf, axis=1), 1e-300, None)
+    p = np.empty_like(p_sorted); p[:, order] = p_sorted
+    return torch.from_numpy(np.log(p))
+
 # %% ../nbs/08_evaluate.ipynb #7d0a1962
 @dataclass
 class EvalReport:
@@ -144,22 +203,33 @@ class EvalReport:
     first_days: pd.DatetimeIndex        # first target day of each origin
     meta: dict
 
+    def display_table(self) -> pd.DataFrame:
+        "The table as a reader wants it: CRPS to 5 significant digits, skills and coverage with their 95% CIs."
+        t = self.table
+        pct = lambda m, c: f"{100 * t.at[m, c]:+.2f}% [{100 * t.at[m, c + '_lo']:+.2f}, {100 * t.at[m, c + '_hi']:+.2f}]"
+        out = pd.DataFrame(index=t.index)
+        for c in ("crps_1d", "crps_cum"):
+            out[c] = t[c].map(lambda v: f"{v:.5g}")
+            out[c.replace("crps", "skill")] = [pct(m, c.replace("crps", "skill")) for m in t.index]
+        out["cov80 [CI]"] = [f"{t.at[m, 'cov80']:.3f} [{t.at[m, 'cov80_lo']:.2f}, {t.at[m, 'cov80_hi']:.2f}]" for m in t.index]
+        out["cov50 / cov90"] = [f"{t.at[m, 'cov50']:.2f} / {t.at[m, 'cov90']:.2f}" for m in t.index]
+        for c, f in (("ce_bits", ".4f"), ("ce_gain_bits", "+.4f"), ("entropy_bits", ".3f"), ("dir_acc", ".3f")):
+            out[c] = t[c].map(lambda v: "" if pd.isna(v) else format(v, f)) if c in t else ""
+        return out
+
     def _repr_markdown_(self) -> str:
-        cols = ["crps_1d", "crps_cum", "cov50", "cov80", "cov90", "r2_oos", "dir_acc", "ce_bits", "acc_argmax", "acc_sampled", "entropy_bits"]
-        t = self.table[[c for c in cols if c in self.table]].copy()
-        for c in ("crps_1d", "crps_cum"): t[c] = t[c].map(lambda v: f"{v:.5f}")
-        md = t.to_markdown(floatfmt=".3f")
-        return (f"**{self.meta['period']} period {self.meta['start']}..{self.meta['end']}**, {self.meta['n_origins']} origins, "
-                f"N = {self.meta['n_paths']} paths of {self.meta['days']} days; base rate of up moves (cumulative): "
-                f"{self.meta['base_rate_up']:.3f}. Data: {self.meta['source']}\n\n{md}\n\n"
-                f"CRPS of the cumulative return minus the reference's ({self.meta['reference']}); negative is better, "
-                f"95% moving-block bootstrap CI:\n\n" + self.differences.to_markdown(floatfmt=".5f"))
+        m = self.meta
+        return (f"**{m['period']} period {m['start']}..{m['end']}**, {m['n_origins']} origins, N = {m['n_paths']} paths of "
+                f"{m['days']} days; skill = 1 - CRPS / CRPS of {m['skill_reference']} (95% moving-block bootstrap CI); "
+                f"`ce_gain_bits` = unigram CE - model CE (bits/token, higher is better); base rate of up moves (cumulative): "
+                f"{m['base_rate_up']:.3f}. Data: {m['source']}\n\n" + self.display_table().to_markdown() +
+                f"\n\nCRPS of the cumulative return minus the reference's ({m['reference']}); negative is better, "
+                f"95% moving-block bootstrap CI:\n\n" + self.differences.to_markdown(floatfmt=".5g"))
 
     def to_json(self, path: str | os.PathLike) -> Path:
         out = {"meta": self.meta, "models": self.table.replace({np.nan: None}).to_dict(orient="index"),
                "differences": self.differences.to_dict(orient="index")}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(out, indent=2, default=float)); return Path(path)
+        return atomic_write_text(json.dumps(out, indent=2, default=float), path)
 
 def _policy_name(ck: dict, path) -> str:
     if ck["stage"] == "rl": return f"RL {ck['config'].get('reward')} ({Path(path).stem})"
@@ -174,9 +244,21 @@ def evaluate(
     progress: bool = True,
 ) -> EvalReport:
     "Walk-forward evaluation of policies and baselines on the test (or validation) period."
-    dev = resolve_device(cfg.device)
+    cfg.validate(); dev = resolve_device(cfg.device)
     tok = load_tokenizer(tokenizer)
     corpus = load_corpus(tok, csv, data_dir, with_assets=False)
+    cks = {p: load_checkpoint(p) for p in checkpoints}                         # every file checked before any work
+    rl = next((ck["config"] for ck in cks.values() if ck["stage"] == "rl"), {})
+    cfg = replace(cfg, horizon=cfg.horizon or rl.get("horizon", 32))            # one horizon for every forecaster
+    pcfg = {p: policy_config(cfg, ck) for p, ck in cks.items()}                # each policy samples as it was trained
+    for p, ck in cks.items():
+        check_tokenizer(ck, tok, p)
+        stale = checkpoint_differences(ck, tok, corpus.record)
+        if stale: raise ValueError(f"{p} was trained on other data ({'; '.join(stale)}): rebuild it before evaluating")
+        if ck["model_config"]["block_size"] < pcfg[p].context_len + cfg.horizon:
+            raise ValueError(f"{p}: block_size {ck['model_config']['block_size']} < context_len + horizon = {pcfg[p].context_len + cfg.horizon}")
+    cfg = replace(cfg, context_len=cfg.context_len or max([c.context_len for c in pcfg.values()] or [128]),  # origins: every policy has its context
+                  temperature=1.0 if cfg.temperature is None else cfg.temperature, top_k=cfg.top_k or 0)
     s, btc = corpus.splits, corpus.btc
     P = tok.patch_size
     r = btc.returns                                                            # daily log returns, read once with the tokens
@@ -194,11 +276,9 @@ def evaluate(
     paths["GARCH(1,1)-t (train fit)"], garch_params = garch_paths(r, s.train_end, first_days, N, L, cfg.seed)
     train_ids = btc.upto(s.train_end)
     for p in checkpoints:
-        ck = load_checkpoint(p); check_tokenizer(ck, tok, p)
-        if ck["model_config"]["block_size"] < cfg.context_len + cfg.horizon:
-            raise ValueError(f"{p}: block_size {ck['model_config']['block_size']} < context_len + horizon")
+        ck = cks[p]
         model = model_from_checkpoint(ck, dev).eval(); name = _policy_name(ck, p)
-        paths[name] = policy_paths(model, tok, btc, orig, cfg, progress, name)
+        paths[name] = policy_paths(model, tok, btc, orig, pcfg[p], progress, name)
         token[name] = next_token_eval(model, btc, *s.period(cfg.period), cfg.context_len, train_ids)
     rows, per = {}, {}
     for name, pth in paths.items():
@@ -208,6 +288,18 @@ def evaluate(
         u = next(iter(token.values()))
         rows["static empirical (train)"].update(ce_bits=u["ce_bits_unigram"], acc_argmax=u["acc_most_frequent"],
                                                 acc_sampled=u["acc_sampled_unigram"], entropy_bits=u["entropy_bits_unigram"])
+    if P == 1:                                                                 # GARCH's density over the token cells
+        pos = btc.positions(*s.period(cfg.period)); pos = pos[pos >= cfg.context_len]
+        lp = garch_token_logprobs(r, garch_params, tok, btc.dates[pos]); y = btc.ids[pos]
+        rows["GARCH(1,1)-t (train fit)"].update(ce_bits=float(-lp[torch.arange(len(y)), y].mean() / math.log(2)),
+                                                entropy_bits=float(-(lp.exp() * lp).sum(-1).mean() / math.log(2)))
+    skill_ref = "static empirical (train)"
+    for name in rows:
+        for c in ("1d", "cum"):
+            rows[name][f"skill_{c}"], rows[name][f"skill_{c}_lo"], rows[name][f"skill_{c}_hi"] = skill_ci(
+                per[name][f"crps_{c}"], per[skill_ref][f"crps_{c}"], cfg.horizon, cfg.n_boot, cfg.seed)
+        rows[name]["cov80_lo"], rows[name]["cov80_hi"] = block_bootstrap_ci(per[name]["in80"], cfg.horizon, cfg.n_boot, cfg.seed)
+        if "ce_bits" in rows[name] and token: rows[name]["ce_gain_bits"] = u["ce_bits_unigram"] - rows[name]["ce_bits"]
     table = pd.DataFrame(rows).T
     ref = next((k for k in paths if k.startswith("SFT")), "GARCH(1,1)-t (train fit)")
     diffs = {}
@@ -218,5 +310,8 @@ def evaluate(
         diffs[name] = {"crps_cum_diff": float(d.mean()), "ci_lo": lo, "ci_hi": hi}
     meta = {"period": cfg.period, "start": str(s.period(cfg.period)[0].date()), "end": str(s.period(cfg.period)[1].date()),
             "n_origins": n, "n_paths": N, "days": L, "base_rate_up": float((actual.sum(1) > 0).mean()), "source": corpus.source,
-            "reference": ref, "config": asdict(cfg), "garch_params": garch_params, "checkpoints": [str(p) for p in checkpoints]}
+            "reference": ref, "skill_reference": skill_ref, "config": asdict(cfg),
+            "policy_configs": {str(p): {k: getattr(c, k) for k in ("context_len", "horizon", "temperature", "top_k")} for p, c in pcfg.items()}, "garch_params": garch_params, "checkpoints": [str(p) for p in checkpoints],
+            "checkpoint_runs": {str(p): ck.get("run_id") for p, ck in cks.items()}, "data_files": corpus.record,
+            "provenance": provenance(cfg.seed, dev)}
     return EvalReport(table, pd.DataFrame(diffs).T, per, paths, actual, first_days, meta)

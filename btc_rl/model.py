@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .tokenizer import atomic_torch_save
+
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'GPTConfig', 'rope_tables', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'MLP', 'Block',
-           'sampling_logprobs', 'GPT', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint']
+__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'MLP', 'Block', 'sampling_logprobs', 'GPT']
 
 # %% ../nbs/03_model.ipynb #3914edc2
 @dataclass
@@ -169,45 +168,3 @@ class GPT(nn.Module):
             toks[:, i:i + 1], lps[:, i:i + 1] = tok, logp.gather(-1, tok)
             if i + 1 < n_new: logits = self(tok, cache=cache)[0][:, -1]
         return toks, lps
-
-# %% ../nbs/03_model.ipynb #85424ceb
-CHECKPOINT_FORMAT = "btc_rl.checkpoint/1"
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: GPT,
-    stage: str,                          # "pretrain", "sft" or "rl"
-    tokenizer: dict,                     # `ReturnTokenizer.describe()` of the tokenizer used
-    data: dict,                          # data source and split dates
-    step: int = 0,                       # optimizer steps taken
-    optimizer: torch.optim.Optimizer | None = None,
-    config: dict | None = None,          # the job's config, as plain data
-    metrics: dict | None = None,         # summary and/or history, as plain data
-    rng: torch.Tensor | None = None,     # torch.Generator state, for exact resume
-    extra: dict | None = None,           # anything else, as plain data
-) -> Path:
-    "Write a checkpoint atomically in the common format."
-    payload = {"format": CHECKPOINT_FORMAT, "stage": stage, "model_config": asdict(model.config),
-               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "tokenizer": tokenizer, "data": data, "step": int(step),
-               "optimizer": optimizer.state_dict() if optimizer is not None else None,
-               "config": config or {}, "metrics": metrics or {}, "rng": rng, "extra": extra or {}}
-    return atomic_torch_save(payload, path)
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    "Read a checkpoint with `torch.load(weights_only=True)`; refuse anything else with a `ValueError`."
-    path = Path(path)
-    if not path.is_file(): raise ValueError(f"{path}: checkpoint not found")
-    try: ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: refused to load: not a plain-data checkpoint "
-                         f"(torch.load(weights_only=True) said {type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a btc_rl checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r})")
-    return ck
-
-def model_from_checkpoint(ck: dict, device: str | torch.device = "cpu") -> GPT:
-    "Rebuild the GPT stored in a loaded checkpoint."
-    model = GPT(GPTConfig(**ck["model_config"]))
-    model.load_state_dict(ck["model"])
-    return model.to(device)

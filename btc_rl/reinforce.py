@@ -4,22 +4,27 @@
 
 # %% ../nbs/06_reinforce.ipynb #0a8ce609
 from __future__ import annotations
-import itertools, json, math, time, warnings
+import itertools, json, math, time, uuid, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
+from .core import (OutputLock, atomic_write_text, check_fields, check_memory, check_writable, deferred_interrupt, provenance,
+                         remove_orphan_tmp, resolve_device, warn_loud)
+from .data import data_record, record_differences
 from .tokenizer import ReturnTokenizer, load_tokenizer
-from .model import GPT, sampling_logprobs, save_checkpoint, load_checkpoint, model_from_checkpoint
+from .model import GPT, sampling_logprobs
+from .checkpoint import (save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences,
+                               parent_record)
 from .rewards import REWARDS, compute_reward
-from .train import TokenSeries, load_corpus, check_tokenizer, resolve_device
+from .corpus import TokenSeries, load_corpus, check_tokenizer_data, windows
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
            'reinforce_loss', 'surrogate_loss', 'exact_expected_reward', 'mc_gradient', 'rl_step', 'validation_reward',
-           'RLResult', 'reinforce_finetune', 'ensure_prerequisites']
+           'RLResult', 'resume_settings', 'rl_memory_bytes', 'reinforce_finetune', 'ensure_prerequisites']
 
 # %% ../nbs/06_reinforce.ipynb #2ee936ea
 BASELINES = ("mean", "none", "loo", "exact")
@@ -34,9 +39,9 @@ class RLConfig:
     context_len: int = 128            # tokens of past each episode conditions on
     horizon: int = 32                 # tokens sampled and scored per episode
     lr: float = 1e-5                  # AdamW learning rate
-    beta1: float = 0.9                # AdamW betas
-    beta2: float = 0.95
-    weight_decay: float = 0.01
+    beta1: float = 0.9                # AdamW beta1 (momentum)
+    beta2: float = 0.95               # AdamW beta2 (second-moment decay)
+    weight_decay: float = 0.01        # AdamW decoupled weight decay
     grad_clip: float = 1.0            # max global gradient norm
     temperature: float = 1.0          # sampling temperature (> 0)
     top_k: int = 0                    # sample from the k most likely tokens (0: all)
@@ -55,6 +60,7 @@ class RLConfig:
     def validate(self) -> "RLConfig":
         "Raise `ValueError` naming the first bad parameter."
         def bad(name, why): raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
+        check_fields(self)                                                     # types, finiteness, seed range
         if self.reward not in REWARDS: bad("reward", f"unknown reward; use one of {', '.join(REWARDS)}")
         if self.baseline not in BASELINES: bad("baseline", f"unknown baseline; use one of {', '.join(BASELINES)}")
         for k in ("steps", "context_len", "horizon", "eval_every", "eval_episodes", "eval_samples", "save_every"):
@@ -62,11 +68,11 @@ class RLConfig:
         if not isinstance(self.batch_episodes, int) or self.batch_episodes < 1: bad("batch_episodes", "must be >= 1")
         if self.baseline in ("loo", "exact") and self.batch_episodes < 2: bad("batch_episodes", f"the {self.baseline} baseline (leave-one-out) needs at least 2 episodes per step")
         if self.baseline == "exact" and self.reward != "token_acc": bad("baseline", "the exact per-token expectation exists only for reward token_acc")
-        if not self.temperature > 0: bad("temperature", "must be > 0")
+        if not self.temperature >= 1e-3: bad("temperature", "must be >= 0.001 (smaller overflows the logits; use top_k=1 for greedy)")
         if self.top_k < 0: bad("top_k", "must be >= 0 (0 turns top-k off)")
         if not self.lr > 0: bad("lr", "must be > 0")
         if not self.grad_clip > 0: bad("grad_clip", "must be > 0")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"): bad("device", "use auto, cpu or cuda")
+        resolve_device(self.device)                                            # cuda without a GPU fails here, before any work
         return self
 
 # %% ../nbs/06_reinforce.ipynb #2c75c595
@@ -255,77 +261,143 @@ def _history_record(hist: list[dict]) -> dict:
     "History as a dict of lists (plain data, loadable with weights_only=True)."
     return {k: [h.get(k) for h in hist] for k in (hist[0] if hist else {})}
 
-def reinforce_finetune(cfg: RLConfig, resume: bool = False, progress: bool = True) -> RLResult:
+_NOT_RESUME_SETTINGS = ("steps", "device", "save_every", "csv", "data_dir", "tokenizer", "checkpoint_in", "checkpoint_out")
+
+def resume_settings(cfg: RLConfig) -> dict:
+    "The settings a resumed run must share with the run it continues (paths are compared by content instead)."
+    return {k: v for k, v in asdict(cfg).items() if k not in _NOT_RESUME_SETTINGS}
+
+def rl_memory_bytes(cfg: RLConfig, mc: dict) -> int:
+    "Rough peak memory of one step: activations kept for backward, attention maps, logits, the KV cache."
+    B, T, L, C, H, V = cfg.batch_episodes, cfg.context_len + cfg.horizon, mc["n_layer"], mc["n_embd"], mc["n_head"], mc["vocab_size"]
+    per_seq = T * (L * (16 * C + 2 * H * T) + 4 * V)
+    return 4 * max(B, cfg.eval_episodes * cfg.eval_samples) * per_seq
+
+def _check_resume(ck: dict, cfg: RLConfig, tok: ReturnTokenizer, ck_in: dict, record: dict, dev: torch.device) -> None:
+    "Refuse to resume a checkpoint of another run: other settings, tokenizer, data, starting policy or device type."
+    out = cfg.checkpoint_out
+    if ck.get("stage") != "rl": raise ValueError(f"{out}: not a Stage 3 checkpoint, cannot resume")
+    check_tokenizer(ck, tok, out)
+    old = ck["config"]
+    diff = {k: (old.get(k), v) for k, v in resume_settings(cfg).items() if old.get(k) != v}
+    if diff: raise ValueError(f"--resume with different settings than {out}: {diff}")
+    data_diff = record_differences(ck.get("data", {}).get("files") or {}, record, assets=False)
+    if data_diff: raise ValueError(f"--resume on other data than {out}: {'; '.join(data_diff)}")
+    if ck.get("parent", {}).get("run_id") not in (None, ck_in.get("run_id")):
+        raise ValueError(f"--resume: {out} started from another {cfg.checkpoint_in} (run {ck['parent'].get('run_id')} vs {ck_in.get('run_id')})")
+    was = str(ck.get("provenance", {}).get("device") or "cpu").split(":")[0]
+    if was != dev.type: raise ValueError(f"--resume: {out} ran on {was}, this run would use {dev.type} (its random state cannot move); pass --device {was}")
+    if ck["step"] >= cfg.steps: raise ValueError(f"steps={cfg.steps}: {out} is already at step {ck['step']}; pass a larger --steps to continue")
+
+def reinforce_finetune(
+    cfg: RLConfig,
+    resume: bool = False,       # continue the run stored in `cfg.checkpoint_out`
+    progress: bool = True,      # a progress bar
+    overwrite: bool = False,    # replace an existing checkpoint of another run at `cfg.checkpoint_out`
+) -> RLResult:
     "Stage 3: REINFORCE fine-tuning of the SFT policy on BTC training windows."
     cfg.validate()
     dev = resolve_device(cfg.device)
+    out = check_writable(cfg.checkpoint_out, "checkpoint_out (--out)")
     tok = load_tokenizer(cfg.tokenizer)
     ck_in = load_checkpoint(cfg.checkpoint_in)
     check_tokenizer(ck_in, tok, cfg.checkpoint_in)
     block = ck_in["model_config"]["block_size"]
     if cfg.context_len + cfg.horizon > block:
         raise ValueError(f"context_len + horizon = {cfg.context_len + cfg.horizon} exceeds the model's block_size {block}")
+    check_memory(rl_memory_bytes(cfg, ck_in["model_config"]), dev, f"batch_episodes={cfg.batch_episodes} (or eval_episodes x eval_samples)")
     corpus = load_corpus(tok, cfg.csv or None, cfg.data_dir, with_assets=False)
+    stale = checkpoint_differences(ck_in, tok, corpus.record)
+    if stale: raise ValueError(f"{cfg.checkpoint_in} is stale ({'; '.join(stale)}): rebuild it with `btc-rl sft` (`btc-rl rl` rebuilds the default files itself)")
     train_ids = corpus.btc.upto(corpus.splits.train_end).to(dev)
     if len(train_ids) < cfg.context_len + cfg.horizon:
         raise ValueError(f"context_len + horizon = {cfg.context_len + cfg.horizon} tokens is longer than the training period ({len(train_ids)} tokens)")
     if cfg.context_len + cfg.horizon > corpus.splits.gap_days // tok.patch_size:
         warnings.warn(f"context_len + horizon exceeds the split gap ({corpus.splits.gap_days} days): validation contexts reach into the training period (no look-ahead, but less separation)")
     vctx, vtgt = (t.to(dev) for t in eval_windows(corpus.btc, *corpus.splits.period("val"), cfg.eval_episodes, cfg.context_len, cfg.horizon))
-    policy = model_from_checkpoint(ck_in, dev).eval()
-    ref = model_from_checkpoint(ck_in, dev).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    hist, start = [], 0
-    if resume:
-        ck = load_checkpoint(cfg.checkpoint_out)
-        if ck.get("stage") != "rl": raise ValueError(f"{cfg.checkpoint_out}: not a Stage 3 checkpoint, cannot resume")
-        check_tokenizer(ck, tok, cfg.checkpoint_out)
-        old = {k: v for k, v in ck["config"].items() if k not in ("steps",)}
-        diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if k != "steps" and old.get(k) != v}
-        if diff: raise ValueError(f"--resume with different settings than {cfg.checkpoint_out}: {diff}")
-        policy.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); gen.set_state(ck["rng"])
-        h = ck["metrics"]["history"]; hist = [dict(zip(h, vals)) for vals in zip(*h.values())]
-        start = ck["step"]
-        if start >= cfg.steps: raise ValueError(f"steps={cfg.steps}: {cfg.checkpoint_out} is already at step {start}; pass a larger --steps to continue")
-    val_ref = validation_reward(ref, vctx, vtgt, cfg, tok)
-    t0, skipped = time.time(), sum(h["skipped_step"] for h in hist)
-    bar = tqdm(range(start, cfg.steps), desc=f"rl[{cfg.reward}]", disable=not progress, initial=start, total=cfg.steps)
-    for step in bar:
-        m = rl_step(policy, ref, opt, train_ids, cfg, tok, gen)
-        skipped += m["skipped_step"]
-        m.update(step=step + 1, skipped=skipped, val_reward=None, val_reward_ref=None)
-        last = step + 1 == cfg.steps
-        if (step + 1) % cfg.eval_every == 0 or last or step == 0:
-            m.update(val_reward=validation_reward(policy, vctx, vtgt, cfg, tok), val_reward_ref=val_ref)
-        hist.append(m)
-        bar.set_postfix(reward=f"{m['reward_mean']:.4g}", H=f"{m['entropy']:.2f}", kl=f"{m['kl_ref']:.1e}")
-        if (step + 1) % cfg.save_every == 0 or last:
-            _save_rl(cfg, policy, opt, gen, step + 1, tok, corpus, hist, val_ref, time.time() - t0)
+    with OutputLock(out):
+        remove_orphan_tmp(out)
+        if out.exists() and not resume and not overwrite:
+            old = load_checkpoint(out)
+            old_stale = checkpoint_differences(old, tok, corpus.record)
+            if not old_stale:
+                raise ValueError(f"{out} already holds a {old.get('stage')} checkpoint (step {old['step']}, run {old.get('run_id')}): "
+                                 "pass --resume to continue it, --overwrite to replace it, or another --out")
+            warn_loud(f"replacing {out}: it was built from other data or another tokenizer ({'; '.join(old_stale)})")
+        policy = model_from_checkpoint(ck_in, dev).eval()
+        ref = model_from_checkpoint(ck_in, dev).eval().requires_grad_(False)
+        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+        hist, start, run_id = [], 0, uuid.uuid4().hex[:12]
+        if resume:
+            ck = load_checkpoint(out)
+            _check_resume(ck, cfg, tok, ck_in, corpus.record, dev)
+            policy.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); gen.set_state(ck["rng"])
+            h = ck["metrics"]["history"]; hist = [dict(zip(h, vals)) for vals in zip(*h.values())]
+            start, run_id = ck["step"], ck.get("run_id") or run_id
+        save = lambda step, seconds: _save_rl(cfg, policy, opt, gen, step, tok, corpus, hist, val_ref, seconds, run_id, ck_in)
+        val_ref = validation_reward(ref, vctx, vtgt, cfg, tok)
+        t0, skipped = time.time(), sum(h["skipped_step"] for h in hist)
+        bar = tqdm(range(start, cfg.steps), desc=f"rl[{cfg.reward}]", disable=not progress, initial=start, total=cfg.steps)
+        with deferred_interrupt() as intr:
+            for step in bar:
+                m = rl_step(policy, ref, opt, train_ids, cfg, tok, gen)
+                skipped += m["skipped_step"]
+                m.update(step=step + 1, skipped=skipped, val_reward=None, val_reward_ref=None)
+                last = step + 1 == cfg.steps
+                if (step + 1) % cfg.eval_every == 0 or last or step == 0:
+                    m.update(val_reward=validation_reward(policy, vctx, vtgt, cfg, tok), val_reward_ref=val_ref)
+                hist.append(m)
+                bar.set_postfix(reward=f"{m['reward_mean']:.4g}", H=f"{m['entropy']:.2f}", kl=f"{m['kl_ref']:.1e}")
+                if (step + 1) % cfg.save_every == 0 or last or intr.interrupted: save(step + 1, time.time() - t0)
+                if intr.interrupted:
+                    raise KeyboardInterrupt(f"interrupted: {out} saved at step {step + 1}; continue with --resume")
     df = pd.DataFrame(hist)
-    return RLResult(df, _summary(df, cfg, corpus.source, val_ref, time.time() - t0), Path(cfg.checkpoint_out))
+    return RLResult(df, _summary(df, cfg, corpus.source, val_ref, time.time() - t0), out)
 
-def _save_rl(cfg, policy, opt, gen, step, tok, corpus, hist, val_ref, seconds) -> None:
+def _save_rl(cfg, policy, opt, gen, step, tok, corpus, hist, val_ref, seconds, run_id, ck_in) -> None:
+    "The checkpoint, then its metrics CSV and summary JSON, each written atomically and tied to the run's provenance."
     df = pd.DataFrame(hist)
-    summary = _summary(df, cfg, corpus.source, val_ref, seconds)
-    save_checkpoint(cfg.checkpoint_out, policy, "rl", tok.describe(), corpus.data_record(), step, opt,
-                    config=asdict(cfg), metrics={"summary": summary, "history": _history_record(hist)},
-                    rng=gen.get_state(), extra={"checkpoint_in": cfg.checkpoint_in})
-    out = Path(cfg.checkpoint_out)
-    df.to_csv(out.with_suffix(".metrics.csv"), index=False)
-    out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
+    prov = provenance(cfg.seed, next(policy.parameters()).device)
+    summary = {**_summary(df, cfg, corpus.source, val_ref, seconds), "run_id": run_id, "data_files": corpus.record, "provenance": prov}
+    out = save_checkpoint(cfg.checkpoint_out, policy, "rl", tok.describe(), corpus.data_record(), step, opt,
+                          config=asdict(cfg), metrics={"summary": summary, "history": _history_record(hist)},
+                          rng=gen.get_state(), extra={"checkpoint_in": cfg.checkpoint_in}, run_id=run_id, parent=parent_record(ck_in))
+    atomic_write_text(df.assign(run_id=run_id).to_csv(index=False), out.with_suffix(".metrics.csv"))   # run_id: the summary's provenance
+    atomic_write_text(json.dumps(summary, indent=2), out.with_suffix(".summary.json"))
 
 # %% ../nbs/06_reinforce.ipynb #2e5a5c96
-def ensure_prerequisites(cfg: RLConfig, progress: bool = True) -> list[str]:
-    "Build the tokenizer, pretrain and SFT checkpoints if missing; return what was built."
+def ensure_prerequisites(
+    cfg: RLConfig,
+    progress: bool = True,
+    log=print,                  # where to say what is built and why
+) -> list[str]:                 # what was (re)built, with the reason
+    "Build the tokenizer, pretrain and SFT checkpoints when missing or stale (default paths only)."
     from btc_rl.tokenizer import build_tokenizer
     from btc_rl.train import pretrain, sft
+    default = RLConfig()
+    record = data_record(cfg.csv or None, cfg.data_dir)
     built = []
-    if not Path(cfg.tokenizer).is_file():
-        build_tokenizer(cfg.csv or None, cfg.data_dir, cfg.tokenizer, progress=progress); built.append(cfg.tokenizer)
-    if not Path(cfg.checkpoint_in).is_file():
-        pre = Path(cfg.checkpoint_in).with_name("pretrain.pt")
-        if not pre.is_file():
-            pretrain(cfg.tokenizer, pre, cfg.csv or None, cfg.data_dir, progress=progress); built.append(str(pre))
-        sft(cfg.tokenizer, pre, cfg.checkpoint_in, cfg.csv or None, cfg.data_dir, progress=progress); built.append(cfg.checkpoint_in)
+    def build(path, why, fn):
+        log(f"building {path}: {why}"); fn(); built.append(f"{path} ({why})")
+    for name, path, dflt in (("tokenizer", cfg.tokenizer, default.tokenizer), ("checkpoint_in (--in)", cfg.checkpoint_in, default.checkpoint_in)):
+        if str(path) != dflt and not Path(path).is_file():
+            raise ValueError(f"{name}={str(path)!r}: file not found (only the default {dflt} is built when missing)")
+    explicit_tok = str(cfg.tokenizer) != default.tokenizer
+    why = "missing" if not Path(cfg.tokenizer).is_file() else "; ".join(check_tokenizer_data(load_tokenizer(cfg.tokenizer), record))
+    if why and explicit_tok: raise ValueError(f"{cfg.tokenizer} is stale ({why}): rebuild it with `btc-rl tokenizer --out {cfg.tokenizer}`")
+    if why: build(cfg.tokenizer, why, lambda: build_tokenizer(cfg.csv or None, cfg.data_dir, cfg.tokenizer, progress=progress))
+    tok = load_tokenizer(cfg.tokenizer)
+    sft_path = Path(cfg.checkpoint_in)
+    if str(cfg.checkpoint_in) != default.checkpoint_in:                    # explicit: check only
+        diffs = checkpoint_differences(load_checkpoint(sft_path), tok, record)
+        if diffs: raise ValueError(f"{sft_path} is stale ({'; '.join(diffs)}): rebuild it with `btc-rl sft --out {sft_path}`")
+        return built
+    pre = sft_path.with_name("pretrain.pt")
+    pre_why = "missing" if not pre.is_file() else "; ".join(checkpoint_differences(load_checkpoint(pre), tok, record, assets=True))
+    if pre_why:
+        build(pre, pre_why, lambda: pretrain(cfg.tokenizer, pre, cfg.csv or None, cfg.data_dir, progress=progress))
+    sft_why = "missing" if not sft_path.is_file() else "; ".join(checkpoint_differences(load_checkpoint(sft_path), tok, record, parent=load_checkpoint(pre)))
+    if sft_why:
+        build(sft_path, sft_why, lambda: sft(cfg.tokenizer, pre, sft_path, cfg.csv or None, cfg.data_dir, progress=progress))
     return built

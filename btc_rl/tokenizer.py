@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_tokenizer.ipynb #5d6d1c95
 from __future__ import annotations
-import hashlib, os, tempfile
+import hashlib, os
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
+from .core import atomic_torch_save, check_fields, provenance
 from .data import Normalizer
 
 # %% auto #0
-__all__ = ['TokenizerConfig', 'VectorQuantizerEMA', 'VQVAE', 'ReturnTokenizer', 'atomic_torch_save', 'training_patches',
-           'train_tokenizer', 'load_tokenizer', 'tokenizer_report', 'build_tokenizer']
+__all__ = ['TokenizerConfig', 'VectorQuantizerEMA', 'VQVAE', 'ReturnTokenizer', 'training_patches', 'train_tokenizer',
+           'load_tokenizer', 'tokenizer_report', 'build_tokenizer']
 
 # %% ../nbs/02_tokenizer.ipynb #317f62e0
 @dataclass
@@ -36,6 +37,8 @@ class TokenizerConfig:
     seed: int = 0              # makes training reproducible
 
     def validate(self) -> "TokenizerConfig":
+        "Raise `ValueError` naming the first bad parameter."
+        check_fields(self)
         for k in ("patch_size", "codebook_size", "embed_dim", "hidden", "steps", "batch_size"):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.codebook_size < 2: raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
@@ -108,6 +111,7 @@ class ReturnTokenizer:
     "Raw log returns <-> token ids, with the normalization statistics built in."
     def __init__(self, model: VQVAE, normalizer: Normalizer, config: TokenizerConfig, meta: dict | None = None):
         self.model, self.normalizer, self.config, self.meta = model.eval(), normalizer, config, meta or {}
+        self.path: Path | None = None                                          # the file it was loaded from / saved to
         self.codewords = model.codewords().float()                            # (K, P) normalized
 
     @property
@@ -152,24 +156,12 @@ class ReturnTokenizer:
         "Write atomically (temporary file + rename)."
         payload = {"format": "btc_rl.tokenizer/1", "config": asdict(self.config), "state_dict": self.model.state_dict(),
                    "normalizer": self.normalizer.to_dict(), "meta": self.meta}
+        self.path = Path(path)
         return atomic_torch_save(payload, path)
 
     def __repr__(self):
         return f"ReturnTokenizer(K={self.vocab_size}, patch_size={self.patch_size}, fingerprint={self.fingerprint()})"
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    "torch.save to a temporary file in the same folder, fsync, then rename over `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                                          # mkstemp makes 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
 
 # %% ../nbs/02_tokenizer.ipynb #33b108f8
 def training_patches(
@@ -246,6 +238,7 @@ def load_tokenizer(path: str | os.PathLike = "models/tokenizer_model.pt") -> Ret
     model = VQVAE(cfg); model.load_state_dict(sd)
     tok = ReturnTokenizer(model, Normalizer.from_dict(d["normalizer"]), cfg, d.get("meta", {}))
     _make_distinct(tok)
+    tok.path = path
     return tok
 
 # %% ../nbs/02_tokenizer.ipynb #747f4092
@@ -282,15 +275,19 @@ def build_tokenizer(
     per_asset: bool = False,                 # per-asset normalization instead of pooled
     progress: bool = True,
 ) -> ReturnTokenizer:
-    "Fit the tokenizer on training-period returns of every CSV and save it."
-    from btc_rl.data import load_btc, load_assets, log_returns, make_splits, fit_normalizer
+    "Fit the tokenizer on training-period returns of every CSV and save it, with what it was built from."
+    from btc_rl.core import check_writable
+    from btc_rl.data import load_btc, load_assets, log_returns, make_splits, fit_normalizer, data_record, drop_short_assets
+    cfg.validate(); check_writable(out)
+    record = data_record(csv, data_dir)
     btc = load_btc(csv, data_dir)
     splits = make_splits(btc.index, gap_days=gap_days)
-    assets = load_assets(btc, data_dir)
+    assets = drop_short_assets(load_assets(btc, data_dir), splits.train_end)
     rets = {k: log_returns(v) for k, v in assets.items()}
     norm = fit_normalizer(rets, splits.train_end, per_asset)
-    meta = {"source": btc.attrs["source"], "assets": {k: v.attrs.get("source", "") for k, v in assets.items()},
-            "splits": splits.to_dict()}
+    meta = {"source": btc.attrs["source"], "data": record, "assets": {k: v.attrs.get("source", "") for k, v in assets.items()},
+            "skipped_assets": sorted(set(record) - set(assets)) if "BTC-USD" in record and len(record) > 1 else [],
+            "splits": splits.to_dict(), "gap_days": gap_days, "per_asset": per_asset, "provenance": provenance(cfg.seed, "cpu")}
     tok = train_tokenizer(training_patches(rets, norm, splits.train_end, cfg.patch_size), norm, cfg, meta, progress)
     val = rets["BTC-USD"][(rets["BTC-USD"].index >= splits.val_start) & (rets["BTC-USD"].index <= splits.val_end)]
     tok.meta["report_btc_val"] = tokenizer_report(tok, val, "BTC-USD" if per_asset else None)

@@ -4,75 +4,23 @@
 
 # %% ../nbs/04_pretrain_sft.ipynb #913d4eb4
 from __future__ import annotations
-import copy, math, os, time, warnings
+import copy, math, os, time, uuid, warnings
 from dataclasses import dataclass, asdict
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from .data import Splits, load_btc, load_assets, log_returns
+from .core import check_fields, check_writable, resolve_device
+from .data import data_record
 from .tokenizer import ReturnTokenizer, load_tokenizer
-from .model import GPT, GPTConfig, save_checkpoint, load_checkpoint, model_from_checkpoint
+from .corpus import Corpus, TokenSeries, load_corpus, windows
+from .model import GPT, GPTConfig
+from .checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences, parent_record
 
 # %% auto #0
-__all__ = ['SFT_CONFIG', 'TokenSeries', 'Corpus', 'tokenize_series', 'load_corpus', 'lm_batch', 'unigram', 'next_token_logprobs',
-           'next_token_eval', 'LMConfig', 'resolve_device', 'train_lm', 'pretrain', 'sft', 'check_tokenizer']
-
-# %% ../nbs/04_pretrain_sft.ipynb #29b515dc
-@dataclass
-class TokenSeries:
-    "Token ids of one asset with the date each token's patch ends on."
-    asset: str
-    ids: torch.Tensor          # (N,) long
-    dates: pd.DatetimeIndex    # (N,)
-    returns: pd.Series         # the daily log returns the tokens encode (token i: days i*P .. i*P+P-1)
-
-    def upto(self, end) -> torch.Tensor:
-        "Ids of tokens whose patch ends on or before `end`."
-        return self.ids[: int((self.dates <= pd.Timestamp(end)).sum())]
-
-    def positions(self, start, end) -> np.ndarray:
-        "Indices of tokens whose patch ends within [start, end]."
-        return np.flatnonzero((self.dates >= pd.Timestamp(start)) & (self.dates <= pd.Timestamp(end)))
-
-@dataclass
-class Corpus:
-    "Tokenized assets, the split dates and where the data came from."
-    series: dict[str, TokenSeries]
-    splits: Splits
-    source: str
-
-    @property
-    def btc(self) -> TokenSeries: return self.series["BTC-USD"]
-
-    def data_record(self) -> dict:
-        return {"source": self.source, "splits": self.splits.to_dict(), "assets": sorted(self.series)}
-
-def tokenize_series(tok: ReturnTokenizer, name: str, prices: pd.DataFrame) -> TokenSeries:
-    "Tokenize one asset's log returns from its first day."
-    r = log_returns(prices)
-    ids = tok.encode(r.to_numpy(), name if tok.normalizer.per_asset else None)
-    P = tok.patch_size
-    return TokenSeries(name, ids, r.index[P - 1 :: P][: len(ids)], r)
-
-def load_corpus(
-    tok: ReturnTokenizer,
-    csv: str | os.PathLike | None = None,   # BTC CSV (default: data/BTC-USD*.csv, else synthetic)
-    data_dir: str | os.PathLike = "data",
-    with_assets: bool = True,                # also tokenize every other CSV (for pretraining)
-) -> Corpus:
-    "Tokenize BTC (and other assets) with the tokenizer's split dates."
-    btc = load_btc(csv, data_dir)
-    if "splits" not in tok.meta: raise ValueError("tokenizer file has no split dates; rebuild it with `btc-rl tokenizer`")
-    splits = Splits.from_dict(tok.meta["splits"])
-    if tok.meta.get("source") and tok.meta["source"] != btc.attrs["source"]:
-        warnings.warn(f"BTC data ({btc.attrs['source']}) differs from the tokenizer's ({tok.meta['source']}); "
-                      f"using the tokenizer's split dates", stacklevel=2)
-    if btc.index.max() < splits.val_end:
-        raise ValueError(f"BTC data ends {btc.index.max().date()}, before the tokenizer's validation period ends ({splits.val_end.date()})")
-    assets = load_assets(btc, data_dir) if with_assets else {"BTC-USD": btc}
-    return Corpus({k: tokenize_series(tok, k, v) for k, v in assets.items()}, splits, btc.attrs["source"])
+__all__ = ['SFT_CONFIG', 'lm_batch', 'unigram', 'next_token_logprobs', 'next_token_eval', 'LMConfig', 'train_lm', 'pretrain',
+           'sft']
 
 # %% ../nbs/04_pretrain_sft.ipynb #4750286a
 def lm_batch(seqs: list[torch.Tensor], batch_size: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +30,10 @@ def lm_batch(seqs: list[torch.Tensor], batch_size: int, seq_len: int, gen: torch
     j = torch.randint(int(lens.sum()), (batch_size,), generator=gen)
     which = torch.searchsorted(lens.cumsum(0), j, right=True)
     start = j - (lens.cumsum(0) - lens)[which]
-    w = torch.stack([seqs[a][s : s + seq_len + 1] for a, s in zip(which.tolist(), start.tolist())])
+    w = torch.empty(batch_size, seq_len + 1, dtype=torch.long, device=seqs[0].device)
+    for a in which.unique().tolist():                                          # one gather per asset, not per window
+        rows = (which == a).nonzero().flatten()
+        w[rows] = windows(seqs[a], start[rows], seq_len + 1)
     return w[:, :-1], w[:, 1:]
 
 def unigram(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -103,8 +54,7 @@ def next_token_logprobs(
     was = model.training; model.eval()
     ids, out = series.ids.to(dev), []
     for i in range(0, len(pos), batch_size):
-        p = torch.as_tensor(pos[i : i + batch_size], device=dev)
-        ctx = ids[p[:, None] + torch.arange(-context_len, 0, device=dev)]       # (b, context_len)
+        ctx = windows(ids, torch.as_tensor(pos[i : i + batch_size], device=dev) - context_len, context_len)  # (b, context_len)
         out.append(F.log_softmax(model(ctx)[0][:, -1].float(), -1).cpu())
     model.train(was)
     return torch.cat(out)
@@ -149,18 +99,14 @@ class LMConfig:
 
     def validate(self) -> "LMConfig":
         "Raise `ValueError` naming the first bad parameter."
+        check_fields(self)
         for k in ("steps", "batch_size", "seq_len", "eval_every", "patience", "warmup"):
             if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)}: must be >= 1")
-        if not self.lr > 0: raise ValueError(f"lr={self.lr}: must be > 0")
+        for k in ("lr", "grad_clip"):
+            if not getattr(self, k) > 0: raise ValueError(f"{k}={getattr(self, k)}: must be > 0")
+        if not 0 <= self.dropout < 1: raise ValueError(f"dropout={self.dropout}: must lie in [0, 1)")
+        resolve_device(self.device)
         return self
-
-def resolve_device(device: str = "auto") -> torch.device:
-    "`auto` picks CUDA when available, else CPU; `cuda` without a GPU is an error."
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"device={device!r} but no CUDA GPU is available")
-    return torch.device(device)
 
 def _lr_at(step: int, cfg: LMConfig) -> float:
     if step < cfg.warmup: return cfg.lr * (step + 1) / cfg.warmup
@@ -175,12 +121,13 @@ def train_lm(
     desc: str = "train",
     progress: bool = True,
 ) -> tuple[GPT, list[dict]]:          # the best model (by validation) and the evaluation history
-    "Teacher-forced next-token training with early stopping on validation cross-entropy."
+    "Teacher-forced next-token training with early stopping on validation cross-entropy; returns the best weights."
     cfg.validate()
     if cfg.seq_len > model.config.block_size: raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's block_size {model.config.block_size}")
     dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed); gen = torch.Generator().manual_seed(cfg.seed)
     model.to(dev).train()
+    model.config.dropout = cfg.dropout                                         # recorded with the weights
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout): m.p = cfg.dropout
         if hasattr(m, "dropout") and isinstance(getattr(m, "dropout"), float): m.dropout = cfg.dropout
@@ -191,10 +138,11 @@ def train_lm(
     t0 = time.time()
     v = val_fn(model)                                                          # step 0: fine-tuning can only improve on its start
     best, best_state, bad, hist = v["ce_bits"], copy.deepcopy(model.state_dict()), 0, [{"step": 0, "train_loss_bits": float("nan"), **v, "seconds": 0.0}]
+    seqs = [s.to(dev) for s in train_seqs]
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
     for step in bar:
         for g in opt.param_groups: g["lr"] = _lr_at(step, cfg)
-        x, y = lm_batch(train_seqs, cfg.batch_size, cfg.seq_len, gen)
+        x, y = lm_batch(seqs, cfg.batch_size, cfg.seq_len, gen)
         _, loss = model(x.to(dev), y.to(dev))
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip); opt.step()
@@ -215,9 +163,13 @@ def _val_fn(corpus: Corpus, seq_len: int):
     train_ids = corpus.btc.upto(corpus.splits.train_end)
     return lambda m: next_token_eval(m, corpus.btc, s, e, seq_len, train_ids)
 
-def _summary(hist: list[dict]) -> dict:
+def _lm_summary(hist: list[dict]) -> dict:
+    "The best evaluation (whose weights a stage saves) and the whole history."
     best = min(hist, key=lambda h: h["ce_bits"])
-    return {"best": best, "history": hist}
+    return {"best": best, "best_step": best["step"], "steps_run": hist[-1]["step"], "history": hist}
+
+def _stale_error(path, diffs: list[str], command: str) -> ValueError:
+    return ValueError(f"{path} is stale ({'; '.join(diffs)}): rebuild it with `{command}`")
 
 SFT_CONFIG = LMConfig(steps=600, lr=3e-4, min_lr=3e-5, warmup=20)  # stage 2: gentler than stage 1
 
@@ -231,6 +183,7 @@ def pretrain(
     progress: bool = True,
 ) -> dict:
     "Stage 1: next-token pretraining on the training period of every asset."
+    cfg.validate(); check_writable(out)
     tok = load_tokenizer(tokenizer)
     corpus = load_corpus(tok, csv, data_dir)
     mc = model_cfg or GPTConfig(vocab_size=tok.vocab_size)
@@ -239,9 +192,10 @@ def pretrain(
     model = GPT(mc)
     seqs = [s.upto(corpus.splits.train_end) for s in corpus.series.values()]
     model, hist = train_lm(model, seqs, _val_fn(corpus, cfg.seq_len), cfg, "pretrain", progress)
-    save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), hist[-1]["step"],
-                    config=asdict(cfg), metrics=_summary(hist))
-    return _summary(hist)
+    res = _lm_summary(hist)
+    save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
+                    config=asdict(cfg), metrics=res, extra={"tokenizer_path": str(tokenizer)})
+    return res
 
 def sft(
     tokenizer: str | os.PathLike = "models/tokenizer_model.pt",
@@ -254,22 +208,16 @@ def sft(
 ) -> dict:
     "Stage 2: supervised fine-tuning (teacher forcing) on BTC training-period tokens."
     cfg = cfg or SFT_CONFIG
+    cfg.validate(); check_writable(out)
     tok = load_tokenizer(tokenizer)
     ck = load_checkpoint(checkpoint_in)
     check_tokenizer(ck, tok, checkpoint_in)
     corpus = load_corpus(tok, csv, data_dir, with_assets=False)
+    diffs = checkpoint_differences(ck, tok, corpus.record)
+    if diffs: raise _stale_error(checkpoint_in, diffs, "btc-rl pretrain")
     model = model_from_checkpoint(ck)
     model, hist = train_lm(model, [corpus.btc.upto(corpus.splits.train_end)], _val_fn(corpus, cfg.seq_len), cfg, "sft", progress)
-    save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), hist[-1]["step"],
-                    config=asdict(cfg), metrics=_summary(hist), extra={"checkpoint_in": str(checkpoint_in)})
-    return _summary(hist)
-
-def check_tokenizer(ck: dict, tok: ReturnTokenizer, where: str | os.PathLike = "checkpoint") -> None:
-    "Raise `ValueError` naming what differs when a checkpoint was trained with another tokenizer."
-    want = ck.get("tokenizer", {})
-    if want.get("fingerprint") == tok.fingerprint(): return
-    have = tok.describe()
-    diffs = [k for k in ("vocab_size", "patch_size", "normalizer") if want.get(k) != have[k]] or ["codebook"]
-    raise ValueError(f"{where}: trained with a different tokenizer ({', '.join(diffs)} differ: "
-                     + "; ".join(f"{k} {want.get(k)} vs {have[k]}" for k in diffs if k != "codebook")
-                     + f"; fingerprint {want.get('fingerprint')} vs {have['fingerprint']}). Rebuild the checkpoint or pass the matching tokenizer.")
+    res = _lm_summary(hist)
+    save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
+                    config=asdict(cfg), metrics=res, extra={"checkpoint_in": str(checkpoint_in)}, parent=parent_record(ck))
+    return res

@@ -19,9 +19,15 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
-# learning order of the left navigation; `../method` is docs/method.md, `../api` docs/api.md
-ORDER = ["index", "01_data", "02_tokenizer", "03_model", "04_pretrain_sft", "05_rewards", "../method", "06_reinforce",
-         "07_variance", "08_evaluate", "09_cli", "train", "plots", "../api"]
+# learning order of the left navigation: the numbered notebooks in order, the method page (docs/method.md) before
+# the REINFORCE notebook, then the job notebook `train`, the plot style, and the API page (docs/api.md)
+def _order() -> list[str]:
+    nbs = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
+    numbered = [n for n in nbs if n[:2].isdigit()]
+    out = ["index"] + [x for n in numbered for x in (["../method", n] if n.startswith("06") else [n])]
+    if "../method" not in out: out.append("../method")
+    return out + [n for n in ("train", "plots") if n in nbs] + [n for n in nbs if n not in out and n not in ("train", "plots")] + ["../api"]
+ORDER = _order()
 
 # ---------------------------------------------------------------------------------------------------------
 # show_doc: signature + docstring + docments table, as nbdev renders an exported definition
@@ -178,7 +184,7 @@ def _clean(nb: dict, name: str) -> dict:
             c = {**c, "source": src, "metadata": {**c.get("metadata", {}), "tags": tags}}
         cells.append(c)
     if name == "index":
-        pages = [p for p in ORDER[1:] if p.startswith("../") or (ROOT / "nbs" / f"{p}.ipynb").exists()]
+        pages = ORDER[1:]
         cells.append({"cell_type": "markdown", "id": "toctree", "metadata": {}, "source":
                       "```{toctree}\n:hidden:\n:maxdepth: 1\n:caption: Notebooks\n\n" + "\n".join(pages) + "\n```"})
     return {**nb, "cells": cells}
@@ -201,10 +207,10 @@ def _autodoc_params(app, what, name, obj, options, lines) -> None:
     if target is None: return
     rows = _docments(target)
     if not any(c for k, (t, d, c) in rows.items() if k != "return"): return
-    def cell(s):                                   # docments are markdown-ish: `x` -> ``x``, a bare * is not emphasis
+    def cell(s):                                   # docments are markdown-ish: `x` -> ``x``, a bare * or | is not markup
         s = re.sub(r"(?<![`\\])`([^`]+)`(?!`)", r"``\1``", s.replace("\n", " ").strip())
         parts = s.split("``")                       # escape * outside literals only
-        return "``".join(p if i % 2 else p.replace("*", "\\*") for i, p in enumerate(parts)) or " "
+        return "``".join(p if i % 2 else p.replace("*", "\\*").replace("|", "\\|") for i, p in enumerate(parts)) or " "
     def lit(s): return f"``{s}``" if s else ""
     lines += ["", ".. list-table::", "   :header-rows: 1", "   :class: docments", "",
               "   * - ", "     - **Type**", "     - **Default**", "     - **Details**"]

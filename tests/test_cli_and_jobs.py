@@ -2,7 +2,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 from btc_rl.cli import main
-from btc_rl.model import load_checkpoint
+from btc_rl.checkpoint import load_checkpoint
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent

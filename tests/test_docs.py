@@ -106,7 +106,7 @@ def test_results_render_as_tables_where_notebooks_print_them(site):
 # ------------------------------------------------------------------------------------------------- API
 def test_api_reference_documents_the_exports_with_parameter_tables(site):
     api = (site / "api.html").read_text()
-    for name in ("btc_rl.tokenizer.load_tokenizer", "btc_rl.model.load_checkpoint", "btc_rl.reinforce.reinforce_finetune"):
+    for name in ("btc_rl.tokenizer.load_tokenizer", "btc_rl.checkpoint.load_checkpoint", "btc_rl.reinforce.reinforce_finetune"):
         assert f'id="{name}"' in api, name
     for name in ("btc_rl.data.load_prices", "btc_rl.data.synthetic_prices", "btc_rl.tokenizer.build_tokenizer",
                  "btc_rl.reinforce.RLConfig", "btc_rl.evaluate.EvalConfig"):        # definitions with docments

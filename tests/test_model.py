@@ -1,7 +1,8 @@
 import os, signal, subprocess, sys, textwrap, time
 import pytest
 import torch
-from btc_rl.model import GPT, GPTConfig, KVCache, save_checkpoint, load_checkpoint, model_from_checkpoint, CHECKPOINT_FORMAT
+from btc_rl.model import GPT, GPTConfig, KVCache
+from btc_rl.checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, CHECKPOINT_FORMAT
 
 @pytest.mark.parametrize("n_layer,n_head,n_embd", [(1, 1, 8), (2, 4, 32), (3, 2, 16)])
 def test_kv_cache_logits_equal_full_forward(n_layer, n_head, n_embd):
@@ -30,7 +31,8 @@ def test_killed_mid_save_leaves_previous_checkpoint(tmp_path):
     save_checkpoint(path, m, "test", {"fingerprint": "a"}, {"source": "x"}, step=1)
     writer = textwrap.dedent(f"""
         import torch
-        from btc_rl.model import GPT, GPTConfig, save_checkpoint
+        from btc_rl.model import GPT, GPTConfig
+        from btc_rl.checkpoint import save_checkpoint
         m = GPT(GPTConfig(vocab_size=8, block_size=16, n_layer=1, n_head=1, n_embd=8))
         big = {{"blob": torch.randn(64, 1024, 1024)}}                       # 256 MB: the write takes a while
         while True: save_checkpoint({str(path)!r}, m, "test", {{"fingerprint": "b"}}, {{"source": "x"}}, step=2, extra=big)

@@ -2,7 +2,8 @@ import warnings
 import pandas as pd
 import pytest
 import torch
-from btc_rl.model import GPT, GPTConfig, load_checkpoint
+from btc_rl.model import GPT, GPTConfig
+from btc_rl.checkpoint import load_checkpoint
 from btc_rl.reinforce import (advantages, exact_expected_reward, mc_gradient, _flat_grad, reinforce_finetune,
                               sample_windows)
 import btc_rl.reinforce as rf

@@ -22,6 +22,6 @@ def test_job_parameters_are_rlconfig_fields():
     nb = json.loads((ROOT / "nbs" / "train.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if "=" in line}
-    assert names - {"resume"} <= {f.name for f in fields(RLConfig)}
+    assert names - {"resume", "overwrite"} <= {f.name for f in fields(RLConfig)}
     assert {"reward", "baseline", "steps", "batch_episodes", "context_len", "horizon", "lr", "temperature", "top_k", "seed",
             "device", "csv", "checkpoint_in", "checkpoint_out"} <= names

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerate every notebook's stored outputs from the committed code, on the real data in data/.
+#
+#   cp ../shared/data/*.csv data/          # or your own data/BTC-USD*.csv (+ other assets)
+#   bash tools/regenerate_notebooks.sh     # all notebooks, in learning order
+#   bash tools/regenerate_notebooks.sh 07_variance 08_evaluate   # some of them
+#
+# Artifacts in models/ and checkpoints/ are moved to backup/<time>/ first, so every stage is rebuilt from
+# HEAD (the notebooks build them on the way). Each notebook is executed in place from nbs/, then nbdev_clean
+# normalizes it; every notebook ends with a run card (commit, library versions, threads, data hashes).
+# Timings go to backup/<time>/regenerate.log. On a 2-core CPU all notebooks take about 40 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+ls data/BTC-USD*.csv >/dev/null 2>&1 || { echo "regenerate: no data/BTC-USD*.csv: copy the real data into data/ first" >&2; exit 2; }
+[ -z "$(git status --porcelain -- nbs btc_rl)" ] || echo "regenerate: warning: uncommitted changes in nbs/ or btc_rl/ (the run cards will say so)" >&2
+ALL=$(ls nbs/*.ipynb | xargs -n1 basename | sed 's/\.ipynb$//' | grep -v '^index$' | sort)
+NBS=${*:-$ALL}
+stamp=$(date +%Y%m%d-%H%M%S); backup=backup/$stamp; mkdir -p "$backup"
+if [ $# -eq 0 ]; then
+  for d in models checkpoints; do
+    find "$d" -mindepth 1 -maxdepth 1 ! -name README.md -exec mv -t "$backup" {} + 2>/dev/null || true
+  done
+fi
+for nb in $NBS index; do
+  t0=$(date +%s)
+  echo "regenerate: nbs/$nb.ipynb"
+  "$VENV/bin/jupyter" nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "nbs/$nb.ipynb" \
+    2> >(grep -v -e "^\[NbConvertApp\]" -e "Debugger warning" -e "frozen modules" -e "PYDEVD" -e "^$" -e "Zmq" >&2)
+  echo "$nb $(( $(date +%s) - t0 )) s" | tee -a "$backup/regenerate.log"
+done
+"$VENV/bin/nbdev_clean"
+echo "regenerate: done; timings in $backup/regenerate.log; previous artifacts in $backup/"
