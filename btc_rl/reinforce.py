@@ -34,8 +34,8 @@ class RLConfig:
     "Stage 3 knobs (the seed's defaults)."
     reward: str = "token_acc"         # token_acc | return_mse | crps | energy (proper; need group_size >= 2) | pnl
     baseline: str = "mean"            # mean (batch mean, the seed's) | none | loo (leave-one-out) | exact (token_acc only) | group | group_norm
-    group_size: int = 1               # G futures sampled per context (batch_episodes / G contexts per step); 1: the seed's
-    kl_coef: float = 0.0              # beta: penalty on the exact KL(pi || starting policy) per visited position; 0: the seed's objective
+    group_size: int = 1               # G futures sampled per context (batch_episodes / G contexts per step); 1: the default
+    kl_coef: float = 0.0              # beta: penalty on the exact KL(pi || starting policy) per visited position; 0: the default objective
     crps_mode: str = "cum"            # crps: score the cumulative return (cum) or average the per-day credits (daily)
     pnl_cost: float = 0.001           # pnl: cost per unit of turnover (fraction of notional)
     steps: int = 200                  # optimizer steps
