@@ -97,8 +97,8 @@ def sample_windows(
     "Random (context, target) windows of one token sequence."
     span = context_len + horizon
     if len(ids) < span: raise ValueError(f"context_len + horizon = {span} tokens is longer than the training period ({len(ids)} tokens)")
-    start = torch.randint(len(ids) - span + 1, (n,), generator=gen, device=gen.device).to(ids.device)
-    w = ids[start[:, None] + torch.arange(span, device=ids.device)]
+    start = torch.randint(len(ids) - span + 1, (n,), generator=gen, device=gen.device)
+    w = windows(ids, start, span)
     return w[:, :context_len], w[:, context_len:]
 
 def eval_windows(
@@ -110,7 +110,7 @@ def eval_windows(
     first, last = max(int(pos[0]), context_len), int(pos[-1]) - horizon + 1
     if last < first: raise ValueError(f"the period {pd.Timestamp(start).date()}..{pd.Timestamp(end).date()} is shorter than horizon={horizon} tokens")
     starts = torch.from_numpy(np.unique(np.linspace(first, last, n).round().astype(int)))
-    w = series.ids[starts[:, None] + torch.arange(-context_len, horizon)]
+    w = windows(series.ids, starts - context_len, context_len + horizon)
     return w[:, :context_len], w[:, context_len:]
 
 # %% ../nbs/06_reinforce.ipynb #7d807213
@@ -299,7 +299,8 @@ def _check_resume(ck: dict, cfg: RLConfig, tok: ReturnTokenizer, ck_in: dict, re
     if ck.get("stage") != "rl": raise ValueError(f"{out}: not a Stage 3 checkpoint, cannot resume")
     check_tokenizer(ck, tok, out)
     old = ck["config"]
-    diff = {k: (old.get(k), v) for k, v in resume_settings(cfg).items() if old.get(k) != v}
+    default = asdict(RLConfig())                                               # a key an older run lacks had its default
+    diff = {k: (old.get(k, default[k]), v) for k, v in resume_settings(cfg).items() if old.get(k, default[k]) != v}
     if diff: raise ValueError(f"--resume with different settings than {out}: {diff}")
     data_diff = record_differences(ck.get("data", {}).get("files") or {}, record, assets=False)
     if data_diff: raise ValueError(f"--resume on other data than {out}: {'; '.join(data_diff)}")
