@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_checkpoint.ipynb #7d399c40
 from __future__ import annotations
-import math, os, uuid
+import os, uuid
 from dataclasses import asdict
 from pathlib import Path
 import torch

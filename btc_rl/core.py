@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #c193dfea
 from __future__ import annotations
-import dataclasses, errno, hashlib, inspect, io, json, math, os, platform, re, subprocess, sys, tempfile, tokenize, warnings
+import dataclasses, errno, hashlib, inspect, io, json, math, os, platform, re, subprocess, sys, tempfile, warnings
 from pathlib import Path
 from typing import Callable
 import numpy as np

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from .data import Splits, load_btc, load_assets, log_returns, data_record, record_differences, drop_short_assets, is_synthetic
+from .data import Splits, load_btc, load_assets, log_returns, data_record, record_differences, drop_short_assets
 from .tokenizer import ReturnTokenizer
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #04c954b5
 from __future__ import annotations
-import csv, hashlib, itertools, math, os, re, warnings
+import csv, itertools, math, os, re, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np

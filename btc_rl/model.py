@@ -4,9 +4,8 @@
 
 # %% ../nbs/03_model.ipynb #231fc66c
 from __future__ import annotations
-import math, os
-from dataclasses import dataclass, asdict
-from pathlib import Path
+import math
+from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -4,16 +4,14 @@
 
 # %% ../nbs/04_pretrain_sft.ipynb #913d4eb4
 from __future__ import annotations
-import copy, math, os, time, uuid, warnings
+import copy, math, os, time
 from dataclasses import dataclass, asdict
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 from .core import check_fields, check_writable, resolve_device
-from .data import data_record
-from .tokenizer import ReturnTokenizer, load_tokenizer
+from .tokenizer import load_tokenizer
 from .corpus import Corpus, TokenSeries, load_corpus, windows
 from .model import GPT, GPTConfig
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences, parent_record
