@@ -8,7 +8,7 @@
 # Artifacts in models/ and checkpoints/ are moved to backup/<time>/ first, so every stage is rebuilt from
 # HEAD (the notebooks build them on the way). Each notebook is executed in place from nbs/, then nbdev_clean
 # normalizes it; every notebook ends with a run card (commit, library versions, threads, data hashes).
-# Timings go to backup/<time>/regenerate.log. On a 2-core CPU all notebooks take about 40 minutes.
+# Timings go to backup/<time>/regenerate.log. On a 2-core CPU all notebooks take about 20-25 minutes (07: 7-10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
