@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from .data import Splits, load_btc, load_assets, log_returns, data_record, record_differences, drop_short_assets
+from .data import Splits, load_btc, load_assets, log_returns, data_record, record_differences, drop_short_assets, SYNTHETIC_SOURCE
 from .tokenizer import ReturnTokenizer
 
 # %% auto #0
@@ -44,7 +44,7 @@ class Corpus:
     def btc(self) -> TokenSeries: return self.series["BTC-USD"]
 
     @property
-    def synthetic(self) -> bool: return self.source.startswith("SYNTHETIC")
+    def synthetic(self) -> bool: return self.source.startswith(SYNTHETIC_SOURCE)
 
     def data_record(self) -> dict:
         "What a checkpoint stores about its data: source, splits, assets used and the folder's hashes."

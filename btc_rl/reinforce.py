@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 from .core import (OutputLock, atomic_write_text, check_fields, check_memory, check_writable, deferred_interrupt, provenance,
                          remove_orphan_tmp, resolve_device, warn_loud)
-from .data import data_record, record_differences
+from .data import data_record
 from .tokenizer import ReturnTokenizer, load_tokenizer
 from .model import GPT, sampling_logprobs
 from .checkpoint import (save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences,
@@ -302,10 +302,8 @@ def _check_resume(ck: dict, cfg: RLConfig, tok: ReturnTokenizer, ck_in: dict, re
     default = asdict(RLConfig())                                               # a key an older run lacks had its default
     diff = {k: (old.get(k, default[k]), v) for k, v in resume_settings(cfg).items() if old.get(k, default[k]) != v}
     if diff: raise ValueError(f"--resume with different settings than {out}: {diff}")
-    data_diff = record_differences(ck.get("data", {}).get("files") or {}, record, assets=False)
-    if data_diff: raise ValueError(f"--resume on other data than {out}: {'; '.join(data_diff)}")
-    if ck.get("parent", {}).get("run_id") not in (None, ck_in.get("run_id")):
-        raise ValueError(f"--resume: {out} started from another {cfg.checkpoint_in} (run {ck['parent'].get('run_id')} vs {ck_in.get('run_id')})")
+    stale = checkpoint_differences(ck, tok, record, parent=parent_record(ck_in) if ck.get("parent", {}).get("run_id") else None)
+    if stale: raise ValueError(f"--resume: {out} belongs to another run ({'; '.join(stale)})")
     was = str(ck.get("provenance", {}).get("device") or "cpu").split(":")[0]
     if was != dev.type: raise ValueError(f"--resume: {out} ran on {was}, this run would use {dev.type} (its random state cannot move); pass --device {was}")
     if ck["step"] >= cfg.steps: raise ValueError(f"steps={cfg.steps}: {out} is already at step {ck['step']}; pass a larger --steps to continue")
@@ -404,21 +402,25 @@ def ensure_prerequisites(
     for name, path, dflt in (("tokenizer", cfg.tokenizer, default.tokenizer), ("checkpoint_in (--in)", cfg.checkpoint_in, default.checkpoint_in)):
         if str(path) != dflt and not Path(path).is_file():
             raise ValueError(f"{name}={str(path)!r}: file not found (only the default {dflt} is built when missing)")
-    explicit_tok = str(cfg.tokenizer) != default.tokenizer
-    why = "missing" if not Path(cfg.tokenizer).is_file() else "; ".join(check_tokenizer_data(load_tokenizer(cfg.tokenizer), record))
-    if why and explicit_tok: raise ValueError(f"{cfg.tokenizer} is stale ({why}): rebuild it with `btc-rl tokenizer --out {cfg.tokenizer}`")
-    if why: build(cfg.tokenizer, why, lambda: build_tokenizer(cfg.csv or None, cfg.data_dir, cfg.tokenizer, progress=progress))
-    tok = load_tokenizer(cfg.tokenizer)
+    tok = load_tokenizer(cfg.tokenizer) if Path(cfg.tokenizer).is_file() else None
+    why = "missing" if tok is None else "; ".join(check_tokenizer_data(tok, record))
+    if why and str(cfg.tokenizer) != default.tokenizer:
+        raise ValueError(f"{cfg.tokenizer} is stale ({why}): rebuild it with `btc-rl tokenizer --out {cfg.tokenizer}`")
+    if why:
+        build(cfg.tokenizer, why, lambda: build_tokenizer(cfg.csv or None, cfg.data_dir, cfg.tokenizer, progress=progress))
+        tok = load_tokenizer(cfg.tokenizer)
     sft_path = Path(cfg.checkpoint_in)
     if str(cfg.checkpoint_in) != default.checkpoint_in:                    # explicit: check only
         diffs = checkpoint_differences(load_checkpoint(sft_path), tok, record)
         if diffs: raise ValueError(f"{sft_path} is stale ({'; '.join(diffs)}): rebuild it with `btc-rl sft --out {sft_path}`")
         return built
     pre = sft_path.with_name("pretrain.pt")
-    pre_why = "missing" if not pre.is_file() else "; ".join(checkpoint_differences(load_checkpoint(pre), tok, record, assets=True))
+    pre_ck = load_checkpoint(pre) if pre.is_file() else None
+    pre_why = "missing" if pre_ck is None else "; ".join(checkpoint_differences(pre_ck, tok, record, assets=True))
     if pre_why:
         build(pre, pre_why, lambda: pretrain(cfg.tokenizer, pre, cfg.csv or None, cfg.data_dir, progress=progress))
-    sft_why = "missing" if not sft_path.is_file() else "; ".join(checkpoint_differences(load_checkpoint(sft_path), tok, record, parent=load_checkpoint(pre)))
+        pre_ck = load_checkpoint(pre)
+    sft_why = "missing" if not sft_path.is_file() else "; ".join(checkpoint_differences(load_checkpoint(sft_path), tok, record, parent=pre_ck))
     if sft_why:
         build(sft_path, sft_why, lambda: sft(cfg.tokenizer, pre, sft_path, cfg.csv or None, cfg.data_dir, progress=progress))
     return built

@@ -91,21 +91,21 @@ def _cli_err(args, capsys):
 
 def _bad_ckpts(d: Path) -> dict:
     good = load_checkpoint(d / "sft.pt")
-    (d / "zero.pt").touch()
+    (d / "bad_zero.pt").touch()
     nan = {**good, "model": {k: v.clone() for k, v in good["model"].items()}}; nan["model"]["lm_head.weight"][0, 0] = float("nan")
-    torch.save(nan, d / "nan.pt")
-    torch.save({k: v for k, v in good.items() if k != "model"}, d / "nokey.pt")
-    shape = {**good, "model_config": {**good["model_config"], "n_embd": 32}}; torch.save(shape, d / "shape.pt")
+    torch.save(nan, d / "bad_nan.pt")
+    torch.save({k: v for k, v in good.items() if k != "model"}, d / "bad_nokey.pt")
+    shape = {**good, "model_config": {**good["model_config"], "n_embd": 32}}; torch.save(shape, d / "bad_shape.pt")
     return good
 
 CLI_CASES = [  # (name, extra args; {d}: the tiny fixture folder, expected message)
     ("lr inf", ["--lr", "inf"], "lr=inf: must be finite"),
     ("temperature 1e-40", ["--temperature", "1e-40"], "temperature=1e-40: must be >= 0.001"),
     ("seed 1e20", ["--seed", str(10**20)], f"seed={10**20}: must lie in [0, 2**63 - 1]"),
-    ("zero-byte --in", ["--in", "{d}/zero.pt"], "zero.pt: checkpoint file is empty"),
-    ("--in of another shape", ["--in", "{d}/shape.pt"], "shape.pt: weights do not fit the model config"),
-    ("NaN weights", ["--in", "{d}/nan.pt"], "nan.pt: non-finite weights (NaN or inf) in lm_head.weight"),
-    ("missing keys", ["--in", "{d}/nokey.pt"], "nokey.pt: incomplete checkpoint, missing model"),
+    ("zero-byte --in", ["--in", "{d}/bad_zero.pt"], "zero.pt: checkpoint file is empty"),
+    ("--in of another shape", ["--in", "{d}/bad_shape.pt"], "shape.pt: weights do not fit the model config"),
+    ("NaN weights", ["--in", "{d}/bad_nan.pt"], "nan.pt: non-finite weights (NaN or inf) in lm_head.weight"),
+    ("missing keys", ["--in", "{d}/bad_nokey.pt"], "nokey.pt: incomplete checkpoint, missing model"),
     ("--in typo", ["--in", "{d}/sft_typo.pt"], "sft_typo.pt': file not found (only the default checkpoints/sft_btc.pt is built"),
     ("--tokenizer typo", ["--tokenizer", "{d}/tok_typo.pt"], "tok_typo.pt': file not found (only the default models/tokenizer_model.pt"),
     ("batch too big for memory", ["--batch-episodes", str(10**9)], "batch_episodes=1000000000 (or eval_episodes x eval_samples) needs about"),
@@ -118,7 +118,7 @@ CLI_CASES = [  # (name, extra args; {d}: the tiny fixture folder, expected messa
 @pytest.mark.parametrize("name,args,msg", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_bad_rl_inputs_fail_before_any_work(tiny, capsys, name, args, msg):
     if "cuda" in name and torch.cuda.is_available(): pytest.skip("a GPU is present")
-    if not (tiny / "zero.pt").exists(): _bad_ckpts(tiny)
+    if not (tiny / "bad_zero.pt").exists(): _bad_ckpts(tiny)   # own names: the fixture folder is shared
     base = ["rl", "--steps", "2", "--batch-episodes", "4", "--context-len", "24", "--horizon", "8", "--eval-episodes", "4",
             "--eval-samples", "2", "--data-dir", str(tiny), "--tokenizer", str(tiny / "tok.pt"), "--in", str(tiny / "sft.pt"),
             "--out", str(tiny / "never.pt"), "--no-progress"]
