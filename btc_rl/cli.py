@@ -10,7 +10,8 @@ from dataclasses import fields, asdict
 from .core import field_docs
 from .data import download_prices
 from .tokenizer import TokenizerConfig, build_tokenizer
-from .train import LMConfig, SFT_CONFIG, pretrain, sft
+from .model import GPTConfig
+from .train import LMConfig, SFT_CONFIG, PRETRAIN_MODEL, pretrain, sft
 from .rewards import REWARDS
 from .reinforce import BASELINES, RLConfig, reinforce_finetune, ensure_prerequisites
 from .evaluate import EvalConfig, evaluate
@@ -19,6 +20,7 @@ from .evaluate import EvalConfig, evaluate
 __all__ = ['build_parser', 'run', 'main']
 
 # %% ../nbs/09_cli.ipynb #7c79e36a
+_LM_FLAGS = ("steps", "lr", "batch_size", "seq_len", "dropout", "btc_share", "crypto_weight", "rescale", "seed", "device")
 _RL_FLAGS = {"checkpoint_in": "--in", "checkpoint_out": "--out"}
 _CHOICES = {"reward": REWARDS, "baseline": BASELINES, "period": ("test", "val")}
 
@@ -56,13 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t, "models/tokenizer_model.pt")
     _config_flags(t, TokenizerConfig, ("patch_size", "codebook_size", "steps", "seed"))
     t.add_argument("--gap-days", type=int, default=160, help="days between train / val / test periods [default: 160]")
+    t.add_argument("--pooled", action="store_true", help="one normalization for all assets instead of one per asset")
     for name, out, dflt in [("pretrain", "checkpoints/pretrain.pt", LMConfig()), ("sft", "checkpoints/sft_btc.pt", SFT_CONFIG)]:
         s = sub.add_parser(name, help=f"stage {'1: pretrain on every asset' if name == 'pretrain' else '2: supervised fine-tuning on BTC'}")
         _common(s, out)
         s.add_argument("--tokenizer", default="models/tokenizer_model.pt", help="tokenizer file [default: models/tokenizer_model.pt]")
         if name == "sft": s.add_argument("--in", dest="checkpoint_in", default="checkpoints/pretrain.pt",
                                          help="stage 1 checkpoint to start from [default: checkpoints/pretrain.pt]")
-        _config_flags(s, LMConfig, ("steps", "lr", "batch_size", "dropout", "seed", "device"), dflt)
+        _config_flags(s, LMConfig, _LM_FLAGS, dflt)
+        if name == "pretrain": _config_flags(s, GPTConfig, ("n_layer", "n_head", "n_embd"), PRETRAIN_MODEL)
     r = sub.add_parser("rl", help="stage 3: REINFORCE on BTC ground truth (builds missing or stale prerequisites)")
     _config_flags(r, RLConfig)
     r.add_argument("--resume", action="store_true", help="continue the run stored in --out")
@@ -89,14 +93,15 @@ def run(argv: list[str] | None = None) -> object:
         path = download_prices(a.ticker, a.start, a.end, a.data_dir); print(f"wrote {path}"); return path
     if a.command == "tokenizer":
         cfg = TokenizerConfig(patch_size=a.patch_size, codebook_size=a.codebook_size, steps=a.steps, seed=a.seed)
-        tok = build_tokenizer(a.csv, a.data_dir, a.out, cfg, a.gap_days, progress=prog)
+        tok = build_tokenizer(a.csv, a.data_dir, a.out, cfg, a.gap_days, per_asset=not a.pooled, progress=prog)
         rep = tok.meta["report_btc_val"]
         print(f"wrote {a.out}: {tok}; BTC validation round-trip MAE = {rep['mae_ratio']:.1%} of the zero forecast's, perplexity {rep['perplexity']:.1f}")
         return tok
     if a.command in ("pretrain", "sft"):
         base = LMConfig() if a.command == "pretrain" else SFT_CONFIG
-        cfg = LMConfig(**{**asdict(base), **{k: getattr(a, k) for k in ("steps", "lr", "batch_size", "dropout", "seed", "device")}})
-        if a.command == "pretrain": res = pretrain(a.tokenizer, a.out, a.csv, a.data_dir, cfg=cfg, progress=prog)
+        cfg = LMConfig(**{**asdict(base), **{k: getattr(a, k) for k in _LM_FLAGS}})
+        if a.command == "pretrain":
+            res = pretrain(a.tokenizer, a.out, a.csv, a.data_dir, {k: getattr(a, k) for k in ("n_layer", "n_head", "n_embd")}, cfg, prog)
         else: res = sft(a.tokenizer, a.checkpoint_in, a.out, a.csv, a.data_dir, cfg=cfg, progress=prog)
         b = res["best"]
         print(f"wrote {a.out}: BTC validation CE {b['ce_bits']:.4f} bits/token (unigram {b['ce_bits_unigram']:.4f}), "

@@ -125,10 +125,17 @@ class ReturnTokenizer:
               ) -> torch.Tensor:         # LongTensor (time // patch_size,) or (batch, time // patch_size)
         "Token ids of the complete patches (a trailing partial patch is dropped)."
         x = _as_tensor(returns)
-        P, T = self.patch_size, x.shape[-1] // self.patch_size
-        z = self.normalizer.transform(x[..., : T * P], asset).reshape(-1, P)
-        ids = torch.cdist(z, self.codewords).argmin(-1)
-        return ids.reshape(*x.shape[:-1], T)
+        T = x.shape[-1] // self.patch_size
+        return self.encode_normalized(self.normalizer.transform(x[..., : T * self.patch_size], asset))
+
+    def encode_normalized(self,
+                          z: torch.Tensor,   # normalized returns (..., time)
+                         ) -> torch.Tensor:  # LongTensor (..., time // patch_size)
+        "Token ids of already-normalized returns: the nearest decoded codeword of each patch (exact distances)."
+        P, T = self.patch_size, z.shape[-1] // self.patch_size
+        zp = z[..., : T * P].reshape(-1, P).float()
+        ids = torch.cdist(zp, self.codewords.to(zp.device), compute_mode="donot_use_mm_for_euclid_dist").argmin(-1)
+        return ids.reshape(*z.shape[:-1], T)
 
     def decode(self,
                ids,                      # token ids, any shape (..., n)
@@ -272,7 +279,7 @@ def build_tokenizer(
     out: str | os.PathLike = "models/tokenizer_model.pt",
     cfg: TokenizerConfig = TokenizerConfig(),
     gap_days: int = 160,                     # split gap; >= (context_len + horizon) * patch_size of later stages
-    per_asset: bool = False,                 # per-asset normalization instead of pooled
+    per_asset: bool = True,                  # one (mean, std) per asset (chosen in the Pretraining notebook) instead of pooled
     progress: bool = True,
 ) -> ReturnTokenizer:
     "Fit the tokenizer on training-period returns of every CSV and save it, with what it was built from."

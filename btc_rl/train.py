@@ -4,35 +4,119 @@
 
 # %% ../nbs/04_pretrain_sft.ipynb #913d4eb4
 from __future__ import annotations
-import copy, math, os, time
-from dataclasses import dataclass, asdict
+import copy, hashlib, math, os, time
+from dataclasses import dataclass, asdict, field, replace
+import json
+from pathlib import Path
+import pandas as pd
+from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from .core import check_fields, check_writable, resolve_device
-from .tokenizer import load_tokenizer
-from .corpus import Corpus, TokenSeries, load_corpus, windows
+from .core import atomic_write_text, check_fields, check_writable, resolve_device
+from .data import data_record
+from .tokenizer import ReturnTokenizer, load_tokenizer, build_tokenizer
+from .corpus import Corpus, TokenSeries, load_corpus, windows, check_tokenizer_data
 from .model import GPT, GPTConfig
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences, parent_record
 
 # %% auto #0
-__all__ = ['SFT_CONFIG', 'lm_batch', 'unigram', 'next_token_logprobs', 'next_token_eval', 'LMConfig', 'train_lm', 'pretrain',
-           'sft']
+__all__ = ['PRETRAIN_MODEL', 'SFT_CONFIG', 'SEARCH_STAGE1', 'SEARCH_STAGE2', 'RECIPES', 'LMData', 'sampling_probs', 'lm_batch',
+           'crps_discrete', 'crps_empirical', 'unigram', 'next_token_logprobs', 'next_token_eval', 'LMConfig',
+           'train_lm', 'pretrain', 'sft', 'Recipe', 'recipe_search']
 
 # %% ../nbs/04_pretrain_sft.ipynb #4750286a
-def lm_batch(seqs: list[torch.Tensor], batch_size: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    "Random windows (x, y), each (batch_size, seq_len), never crossing from one sequence into another."
-    lens = torch.tensor([max(len(s) - seq_len, 0) for s in seqs])
+@dataclass
+class LMData:
+    "What stage 1 and 2 batches are cut from: one token sequence per asset, with what rescaling needs."
+    ids: list[torch.Tensor]                  # token ids, one sequence per asset (training period)
+    names: list[str]                         # asset of each sequence
+    z: list[torch.Tensor] | None = None      # normalized returns each sequence encodes (len(ids) * patch_size), for rescaling
+    encode: Callable | None = None           # normalized returns -> token ids (`ReturnTokenizer.encode_normalized`)
+
+    @classmethod
+    def from_corpus(cls, corpus: Corpus, tok: ReturnTokenizer, assets: bool = True) -> "LMData":
+        "Training-period tokens (and normalized returns) of every asset in the corpus, or of BTC alone."
+        names = list(corpus.series) if assets else ["BTC-USD"]
+        ids = [corpus.series[n].upto(corpus.splits.train_end) for n in names]
+        P, per = tok.patch_size, bool(tok.normalizer.per_asset)
+        z = [torch.as_tensor(tok.normalizer.transform(corpus.series[n].returns.to_numpy()[: len(i) * P], n if per else None),
+                             dtype=torch.float32) for n, i in zip(names, ids)]
+        return cls(ids, names, z, tok.encode_normalized)
+
+    def to(self, device) -> "LMData":
+        return replace(self, ids=[s.to(device) for s in self.ids], z=None if self.z is None else [s.to(device) for s in self.z])
+
+def sampling_probs(
+    names: list[str],          # asset of each sequence
+    n_windows: list[int],      # valid window starts in each sequence
+    btc_share: float = 0.0,    # share of windows drawn from BTC-USD; 0: in proportion to its windows, like any asset
+    crypto_weight: float = 1.0,  # per-window weight of the other crypto-assets (names ending in -USD) against stocks and ETFs
+) -> torch.Tensor:             # (len(names),) probability of drawing each sequence
+    "How often each sequence is picked: its number of windows times its weight, with BTC's share fixed if asked."
+    w = torch.tensor([n * (crypto_weight if a.endswith("-USD") and a != "BTC-USD" else 1.0) for a, n in zip(names, n_windows)],
+                     dtype=torch.float64)
+    if w.sum() == 0: raise ValueError("no sequence is long enough for one window")
+    if btc_share > 0 and "BTC-USD" in names:
+        b = names.index("BTC-USD"); rest = w.sum() - w[b]
+        if rest == 0 or btc_share >= 1: w = torch.zeros_like(w); w[b] = 1.0
+        else: w = w * (1 - btc_share) / rest; w[b] = btc_share
+    return w / w.sum()
+
+def lm_batch(
+    seqs: list[torch.Tensor] | LMData,  # token sequences (or an `LMData`)
+    batch_size: int,
+    seq_len: int,
+    gen: torch.Generator,               # CPU generator: makes batches reproducible on any device
+    probs: torch.Tensor | None = None,  # probability of picking each sequence (None: in proportion to its windows)
+    rescale: float = 0.0,               # multiply each window's normalized returns by exp(u), u ~ U(-rescale, rescale), then tokenize
+) -> tuple[torch.Tensor, torch.Tensor]: # x, y: (batch_size, seq_len) each
+    "Random windows (x, y), never crossing from one sequence into another, optionally volatility-rescaled."
+    data = seqs if isinstance(seqs, LMData) else LMData(list(seqs), [""] * len(seqs))
+    lens = torch.tensor([max(len(s) - seq_len, 0) for s in data.ids])
     if lens.sum() == 0: raise ValueError(f"no sequence is longer than seq_len={seq_len} tokens")
-    j = torch.randint(int(lens.sum()), (batch_size,), generator=gen)
-    which = torch.searchsorted(lens.cumsum(0), j, right=True)
-    start = j - (lens.cumsum(0) - lens)[which]
-    w = torch.empty(batch_size, seq_len + 1, dtype=torch.long, device=seqs[0].device)
+    if probs is None:                                                          # uniform over every valid start
+        j = torch.randint(int(lens.sum()), (batch_size,), generator=gen)
+        which = torch.searchsorted(lens.cumsum(0), j, right=True)
+        start = j - (lens.cumsum(0) - lens)[which]
+    else:
+        which = torch.multinomial(probs.double() * (lens > 0), batch_size, replacement=True, generator=gen)
+        start = (torch.rand(batch_size, generator=gen, dtype=torch.float64) * lens[which]).long()
+    if rescale > 0:
+        if data.z is None or data.encode is None: raise ValueError("rescale > 0 needs normalized returns and an encoder (LMData.from_corpus)")
+        scale = torch.exp((2 * torch.rand(batch_size, generator=gen) - 1) * rescale)
+    dev = data.ids[0].device
+    w = torch.empty(batch_size, seq_len + 1, dtype=torch.long, device=dev)
     for a in which.unique().tolist():                                          # one gather per asset, not per window
         rows = (which == a).nonzero().flatten()
-        w[rows] = windows(seqs[a], start[rows], seq_len + 1)
+        if rescale > 0:
+            P = len(data.z[a]) // len(data.ids[a])
+            zw = windows(data.z[a], start[rows] * P, (seq_len + 1) * P) * scale[rows, None].to(dev)
+            w[rows.to(dev)] = data.encode(zw)
+        else: w[rows.to(dev)] = windows(data.ids[a], start[rows], seq_len + 1)
     return w[:, :-1], w[:, 1:]
+
+def crps_discrete(
+    p: torch.Tensor,           # (n, V) probabilities of each token
+    atoms: torch.Tensor,       # (V,) the value each token stands for
+    y: torch.Tensor,           # (n,) observations
+) -> torch.Tensor:             # (n,) CRPS of each forecast
+    "Exact CRPS of a distribution on a few atoms: E|X - y| - E|X - X'|/2."
+    pair = (atoms[:, None] - atoms[None, :]).abs()
+    return (p * (atoms[None] - y[:, None]).abs()).sum(-1) - 0.5 * torch.einsum("nk,kl,nl->n", p, pair, p)
+
+def crps_empirical(
+    pool: np.ndarray,          # (m,) sample that defines the forecast distribution (every forecast the same)
+    y: np.ndarray,             # (n,) observations
+) -> np.ndarray:               # (n,) CRPS of each observation
+    "Exact CRPS of the empirical distribution of `pool`, in O((m + n) log m) with sorted cumulative sums."
+    x = np.sort(np.asarray(pool, dtype=np.float64)); m = len(x); y = np.asarray(y, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    k = np.searchsorted(x, y)                                                  # pool values below each y
+    e_abs = (k * y - c[k] + (c[m] - c[k]) - (m - k) * y) / m                   # E|X - y|
+    gini = 2 * np.sum((2 * np.arange(1, m + 1) - m - 1) * x) / m**2            # E|X - X'|
+    return e_abs - gini / 2
 
 def unigram(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     "Add-one smoothed token marginal."
@@ -63,6 +147,8 @@ def next_token_eval(
     start, end,                       # score tokens whose patch ends within [start, end]
     context_len: int,                 # tokens of history each prediction sees
     train_ids: torch.Tensor,          # training tokens, for the unigram and most-frequent baselines
+    atoms: torch.Tensor | None = None,    # (V,) the return each token decodes to: adds the 1-day CRPS of the predictions
+    train_returns: np.ndarray | None = None,  # training-period returns: the static empirical reference of `skill_1d`
 ) -> dict:
     "Next-token cross-entropy, accuracies and predictive entropy on a period, with baselines."
     pos = series.positions(start, end)
@@ -71,17 +157,25 @@ def next_token_eval(
     logp = next_token_logprobs(model, series, pos, context_len); y = series.ids[pos]
     q = unigram(train_ids, logp.shape[-1]); lp_y = logp.gather(-1, y[:, None])[:, 0]
     ln2 = math.log(2)
-    return {"n": len(pos), "ce_bits": float(-lp_y.mean() / ln2), "ce_bits_unigram": float(-q[y].log().mean() / ln2),
+    crps = {}
+    if atoms is not None:
+        y_ret = torch.as_tensor(series.returns.to_numpy()[pos], dtype=torch.float64)
+        crps["crps_1d"] = float(crps_discrete(logp.double().exp(), atoms.double(), y_ret).mean())
+        if train_returns is not None:
+            crps["crps_1d_static"] = float(crps_empirical(train_returns, y_ret.numpy()).mean())
+            crps["skill_1d"] = 1 - crps["crps_1d"] / crps["crps_1d_static"]
+    return crps | {"n": len(pos), "ce_bits": float(-lp_y.mean() / ln2), "ce_bits_unigram": float(-q[y].log().mean() / ln2),
             "acc_argmax": float((logp.argmax(-1) == y).float().mean()),
             "acc_most_frequent": float((y == q.argmax()).float().mean()),
             "acc_sampled": float(lp_y.exp().mean()), "acc_sampled_unigram": float(q[y].mean()),
             "entropy_bits": float(-(logp.exp() * logp).sum(-1).mean() / ln2), "entropy_bits_unigram": float(-(q * q.log2()).sum())}
 
+
 # %% ../nbs/04_pretrain_sft.ipynb #32967a6d
 @dataclass
 class LMConfig:
-    "Stage 1 / stage 2 training knobs."
-    steps: int = 1500            # maximum optimizer steps
+    "Stage 1 / stage 2 training knobs; the defaults are stage 1 of the recipe search's winner."
+    steps: int = 600             # maximum optimizer steps
     batch_size: int = 32         # windows per step
     seq_len: int = 128           # tokens per window (= the context Stage 3 uses)
     lr: float = 1e-3             # peak learning rate
@@ -90,8 +184,11 @@ class LMConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     dropout: float = 0.1
-    eval_every: int = 25         # steps between validation evaluations (and one before the first step)
-    patience: int = 8            # evaluations without improvement before stopping
+    eval_every: int = 50         # steps between validation evaluations (and one before the first step)
+    patience: int = 4            # evaluations without improvement before stopping
+    btc_share: float = 0.0       # share of windows drawn from BTC-USD; 0: in proportion to its length, like any asset
+    crypto_weight: float = 1.0   # per-window sampling weight of the other crypto-assets against stocks and ETFs
+    rescale: float = 0.5         # volatility augmentation: each window's normalized returns times exp(u), u ~ U(-rescale, rescale)
     seed: int = 0
     device: str = "auto"         # auto | cpu | cuda
 
@@ -103,6 +200,9 @@ class LMConfig:
         for k in ("lr", "grad_clip"):
             if not getattr(self, k) > 0: raise ValueError(f"{k}={getattr(self, k)}: must be > 0")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout={self.dropout}: must lie in [0, 1)")
+        if not 0 <= self.btc_share <= 1: raise ValueError(f"btc_share={self.btc_share}: must lie in [0, 1]")
+        if not self.crypto_weight >= 0: raise ValueError(f"crypto_weight={self.crypto_weight}: must be >= 0")
+        if not 0 <= self.rescale <= 3: raise ValueError(f"rescale={self.rescale}: must lie in [0, 3] (a factor of at most e^3)")
         resolve_device(self.device)
         return self
 
@@ -113,7 +213,7 @@ def _lr_at(step: int, cfg: LMConfig) -> float:
 
 def train_lm(
     model: GPT,
-    train_seqs: list[torch.Tensor],   # training token sequences (one per asset)
+    train_seqs: list[torch.Tensor] | LMData,  # training token sequences (one per asset), or `LMData` for weights / rescaling
     val_fn,                           # model -> validation dict with "ce_bits"
     cfg: LMConfig,
     desc: str = "train",
@@ -136,11 +236,14 @@ def train_lm(
     t0 = time.time()
     v = val_fn(model)                                                          # step 0: fine-tuning can only improve on its start
     best, best_state, bad, hist = v["ce_bits"], copy.deepcopy(model.state_dict()), 0, [{"step": 0, "train_loss_bits": float("nan"), **v, "seconds": 0.0}]
-    seqs = [s.to(dev) for s in train_seqs]
+    data = (train_seqs if isinstance(train_seqs, LMData) else LMData(list(train_seqs), [""] * len(train_seqs))).to(dev)
+    probs = None                                                               # default: every window equally likely
+    if cfg.btc_share > 0 or cfg.crypto_weight != 1:
+        probs = sampling_probs(data.names, [max(len(s) - cfg.seq_len, 0) for s in data.ids], cfg.btc_share, cfg.crypto_weight)
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
     for step in bar:
         for g in opt.param_groups: g["lr"] = _lr_at(step, cfg)
-        x, y = lm_batch(seqs, cfg.batch_size, cfg.seq_len, gen)
+        x, y = lm_batch(data, cfg.batch_size, cfg.seq_len, gen, probs, cfg.rescale)
         _, loss = model(x.to(dev), y.to(dev))
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip); opt.step()
@@ -156,10 +259,14 @@ def train_lm(
     return model, hist
 
 # %% ../nbs/04_pretrain_sft.ipynb #1b5b176b
-def _val_fn(corpus: Corpus, seq_len: int):
+def _val_fn(corpus: Corpus, seq_len: int, tok: ReturnTokenizer | None = None):
+    "BTC validation: cross-entropy against the unigram and, given the tokenizer, 1-day CRPS skill against the static empirical."
     s, e = corpus.splits.period("val")
     train_ids = corpus.btc.upto(corpus.splits.train_end)
-    return lambda m: next_token_eval(m, corpus.btc, s, e, seq_len, train_ids)
+    if tok is None or tok.patch_size != 1: return lambda m: next_token_eval(m, corpus.btc, s, e, seq_len, train_ids)
+    atoms = tok.decode(torch.arange(tok.vocab_size)[:, None], "BTC-USD" if tok.normalizer.per_asset else None).flatten()
+    r = corpus.btc.returns; pool = r[r.index <= corpus.splits.train_end].to_numpy()
+    return lambda m: next_token_eval(m, corpus.btc, s, e, seq_len, train_ids, atoms, pool)
 
 def _lm_summary(hist: list[dict]) -> dict:
     "The best evaluation (whose weights a stage saves) and the whole history."
@@ -169,14 +276,16 @@ def _lm_summary(hist: list[dict]) -> dict:
 def _stale_error(path, diffs: list[str], command: str) -> ValueError:
     return ValueError(f"{path} is stale ({'; '.join(diffs)}): rebuild it with `{command}`")
 
-SFT_CONFIG = LMConfig(steps=600, lr=3e-4, min_lr=3e-5, warmup=20)  # stage 2: gentler than stage 1
+PRETRAIN_MODEL = GPTConfig(n_layer=4, n_head=4, n_embd=64)          # the policy stage 1 trains (0.2M parameters; chosen below)
+SFT_CONFIG = LMConfig(steps=300, lr=3e-4, min_lr=3e-5, warmup=20, eval_every=25, patience=4,
+                      btc_share=1.0, rescale=0.0)                     # stage 2: gentler than stage 1, BTC alone, as it is
 
 def pretrain(
     tokenizer: str | os.PathLike = "models/tokenizer_model.pt",
     out: str | os.PathLike = "checkpoints/pretrain.pt",
     csv: str | os.PathLike | None = None,
     data_dir: str | os.PathLike = "data",
-    model_cfg: GPTConfig | None = None,   # default: GPTConfig sized to the tokenizer's vocabulary
+    model_cfg: GPTConfig | dict | None = None,   # a GPTConfig, or fields over PRETRAIN_MODEL (the vocabulary comes from the tokenizer)
     cfg: LMConfig = LMConfig(),
     progress: bool = True,
 ) -> dict:
@@ -184,12 +293,11 @@ def pretrain(
     cfg.validate(); check_writable(out)
     tok = load_tokenizer(tokenizer)
     corpus = load_corpus(tok, csv, data_dir)
-    mc = model_cfg or GPTConfig(vocab_size=tok.vocab_size)
+    mc = model_cfg if isinstance(model_cfg, GPTConfig) else replace(PRETRAIN_MODEL, vocab_size=tok.vocab_size, **(model_cfg or {}))
     if mc.vocab_size != tok.vocab_size: raise ValueError(f"vocab_size {mc.vocab_size} != tokenizer's {tok.vocab_size}")
     torch.manual_seed(cfg.seed)
     model = GPT(mc)
-    seqs = [s.upto(corpus.splits.train_end) for s in corpus.series.values()]
-    model, hist = train_lm(model, seqs, _val_fn(corpus, cfg.seq_len), cfg, "pretrain", progress)
+    model, hist = train_lm(model, LMData.from_corpus(corpus, tok), _val_fn(corpus, cfg.seq_len, tok), cfg, "pretrain", progress)
     res = _lm_summary(hist)
     save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
                     config=asdict(cfg), metrics=res, extra={"tokenizer_path": str(tokenizer)})
@@ -204,18 +312,110 @@ def sft(
     cfg: LMConfig = None,                 # default: SFT_CONFIG
     progress: bool = True,
 ) -> dict:
-    "Stage 2: supervised fine-tuning (teacher forcing) on BTC training-period tokens."
+    "Stage 2: supervised fine-tuning (teacher forcing) on BTC training-period tokens (with replay of the other assets if 0 < `btc_share` < 1)."
     cfg = cfg or SFT_CONFIG
     cfg.validate(); check_writable(out)
     tok = load_tokenizer(tokenizer)
     ck = load_checkpoint(checkpoint_in)
     check_tokenizer(ck, tok, checkpoint_in)
-    corpus = load_corpus(tok, csv, data_dir, with_assets=False)
+    replay = 0 < cfg.btc_share < 1                                             # replay: the other assets stay in the mix
+    corpus = load_corpus(tok, csv, data_dir, with_assets=replay)
     diffs = checkpoint_differences(ck, tok, corpus.record)
     if diffs: raise _stale_error(checkpoint_in, diffs, "btc-rl pretrain")
     model = model_from_checkpoint(ck)
-    model, hist = train_lm(model, [corpus.btc.upto(corpus.splits.train_end)], _val_fn(corpus, cfg.seq_len), cfg, "sft", progress)
+    model, hist = train_lm(model, LMData.from_corpus(corpus, tok, assets=replay), _val_fn(corpus, cfg.seq_len, tok), cfg, "sft", progress)
     res = _lm_summary(hist)
     save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
                     config=asdict(cfg), metrics=res, extra={"checkpoint_in": str(checkpoint_in)}, parent=parent_record(ck))
     return res
+
+# %% ../nbs/04_pretrain_sft.ipynb #f0812c5d
+SEARCH_STAGE1 = LMConfig(steps=1500, batch_size=32, seq_len=128, lr=1e-3, min_lr=1e-4, warmup=50, weight_decay=0.1, grad_clip=1.0,
+                         dropout=0.1, eval_every=25, patience=8, btc_share=0.0, crypto_weight=1.0, rescale=0.0, seed=0)  # what a recipe changes
+SEARCH_STAGE2 = replace(SEARCH_STAGE1, steps=600, lr=3e-4, min_lr=3e-5, warmup=20, btc_share=1.0)                    # (fixed: cached rows keep their meaning)
+
+@dataclass
+class Recipe:
+    "One stage 1 + stage 2 recipe of the validation search."
+    name: str
+    per_asset: bool = True                  # tokenizer normalization: per asset, or pooled over assets
+    model: dict = field(default_factory=dict)     # GPTConfig fields over GPTConfig() (n_layer, n_head, n_embd, ...)
+    stage1: dict = field(default_factory=dict)    # LMConfig fields over SEARCH_STAGE1
+    stage2: dict | None = field(default_factory=dict)  # LMConfig fields over SEARCH_STAGE2; None: no stage 2
+
+    def configs(self, vocab_size: int) -> tuple[GPTConfig, LMConfig, LMConfig | None]:
+        "The model, stage 1 and stage 2 configurations the recipe trains with."
+        return (GPTConfig(vocab_size=vocab_size, **self.model), replace(SEARCH_STAGE1, **self.stage1),
+                None if self.stage2 is None else replace(SEARCH_STAGE2, **self.stage2))
+
+    def key(self) -> str: return json.dumps(asdict(self), sort_keys=True)
+    def stage1_key(self) -> str: return json.dumps({k: getattr(self, k) for k in ("per_asset", "model", "stage1")}, sort_keys=True)
+
+def _search_row(r: Recipe, tok: ReturnTokenizer, stage: str, res: dict, seconds: float, params: int) -> dict:
+    b = res["best"]
+    return {"recipe": r.name, "stage": stage, "params": params, "val_ce_gain_bits": b["ce_bits_unigram"] - b["ce_bits"],
+            "val_skill_1d": b.get("skill_1d", float("nan")), "best_step": res["best_step"], "steps_run": res["steps_run"],
+            "seconds": round(seconds, 1), "tokenizer": tok.fingerprint(), "key": r.key(), "stage1_key": r.stage1_key()}
+
+def recipe_search(
+    recipes: list[Recipe],
+    out: str | os.PathLike = "checkpoints/search/recipes.csv",   # one row per recipe and stage; rows already there are reused
+    data_dir: str | os.PathLike = "data",
+    progress: bool = True,
+) -> pd.DataFrame:
+    "Run each recipe (tokenizer, stage 1, stage 2) on the data folder and score it on BTC validation only."
+    out = Path(out); folder = out.parent; folder.mkdir(parents=True, exist_ok=True)
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["key", "tokenizer"])
+    toks = {}
+    for pa in sorted({r.per_asset for r in recipes}):
+        path = folder / f"tokenizer_{'per_asset' if pa else 'pooled'}.pt"
+        stale = not path.is_file() or check_tokenizer_data(load_tokenizer(path), data_record(None, data_dir))
+        toks[pa] = build_tokenizer(data_dir=data_dir, out=path, per_asset=pa, progress=False) if stale else load_tokenizer(path)
+    for r in tqdm(recipes, desc="recipes", disable=not progress):
+        tok = toks[r.per_asset]
+        if ((done["key"] == r.key()) & (done["tokenizer"] == tok.fingerprint())).any(): continue   # same recipe, same data
+        t0 = time.time()
+        pre_path = folder / f"pretrain_{hashlib.sha1((r.stage1_key() + tok.fingerprint()).encode()).hexdigest()[:12]}.pt"
+        if pre_path.is_file():                                                 # the same stage 1 ran for another stage 2
+            pre = load_checkpoint(pre_path)["metrics"]
+            seconds = float(done.loc[done["stage1_key"] == r.stage1_key(), "seconds"].iloc[0]) if "stage1_key" in done else float("nan")
+        else:
+            pre = pretrain(tok.path, pre_path, data_dir=data_dir, model_cfg=GPTConfig(vocab_size=tok.vocab_size, **r.model),
+                           cfg=replace(SEARCH_STAGE1, **r.stage1), progress=False)
+            seconds = time.time() - t0
+        rows = [_search_row(r, tok, "stage 1", pre, seconds, model_from_checkpoint(load_checkpoint(pre_path)).num_params())]
+        if r.stage2 is not None:
+            t1 = time.time()
+            post = sft(tok.path, pre_path, folder / "sft.pt", data_dir=data_dir,
+                       cfg=replace(SEARCH_STAGE2, **r.stage2), progress=False)
+            rows.append(_search_row(r, tok, "stage 1 + 2", post, time.time() - t1, rows[0]["params"]))
+        done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
+        atomic_write_text(done.to_csv(index=False), out)
+    keys = {r.key() for r in recipes}
+    return done[done["key"].isin(keys)].drop(columns=["key", "stage1_key"], errors="ignore").reset_index(drop=True)
+
+
+# %% ../nbs/04_pretrain_sft.ipynb #73e76753
+_S1 = dict(steps=600, eval_every=50, patience=4)                  # the search's stage 1 budget
+_S2 = dict(steps=300, eval_every=25, patience=4)                  # and stage 2's
+_R = dict(rescale=0.5)
+_W = dict(n_layer=4, n_head=4, n_embd=64)                         # 0.2M parameters
+RECIPES = [
+    Recipe("pooled norm, 2x32", per_asset=False, stage1=_S1, stage2=_S2),
+    Recipe("per-asset norm, 2x32", stage1=_S1, stage2=_S2),
+    Recipe("per-asset, 2x32, rescale 0.5", stage1=_S1 | _R, stage2=_S2),
+    Recipe("per-asset, 4x64", model=_W, stage1=_S1, stage2=_S2),
+    Recipe("per-asset, 4x64, rescale 0.5", model=_W, stage1=_S1 | _R, stage2=_S2),
+    Recipe("pooled, 4x64, rescale 0.5", per_asset=False, model=_W, stage1=_S1 | _R, stage2=_S2),
+    Recipe("per-asset, 4x64, rescale 1.0", model=_W, stage1=_S1 | dict(rescale=1.0), stage2=_S2),
+    Recipe("per-asset, 4x64, rescale 0.5, crypto x3, BTC 5%", model=_W, stage1=_S1 | _R | dict(crypto_weight=3.0, btc_share=0.05), stage2=_S2),
+    Recipe("per-asset, 4x64, rescale 0.5, context 64", model=_W, stage1=_S1 | _R | dict(seq_len=64), stage2=_S2 | dict(seq_len=64)),
+    Recipe("per-asset, 4x64, rescale 0.5, dropout 0", model=_W, stage1=_S1 | _R | dict(dropout=0.0), stage2=_S2 | dict(dropout=0.0)),
+    Recipe("per-asset, 4x128 (0.8M), rescale 0.5, 150 steps", model=dict(n_layer=4, n_head=4, n_embd=128),
+           stage1=_S1 | _R | dict(steps=150, eval_every=25), stage2=_S2),
+    Recipe("per-asset, 4x64, rescale 0.5; stage 2 lr 1e-4", model=_W, stage1=_S1 | _R, stage2=_S2 | dict(lr=1e-4, min_lr=1e-5)),
+    Recipe("per-asset, 4x64, rescale 0.5; stage 2 replay 50%", model=_W, stage1=_S1 | _R, stage2=_S2 | dict(btc_share=0.5)),
+    Recipe("per-asset, 4x64, rescale 0.5; stage 2 rescale 0.5", model=_W, stage1=_S1 | _R, stage2=_S2 | _R),
+    Recipe("per-asset, 4x64, rescale 0.5, seed 1", model=_W, stage1=_S1 | _R | dict(seed=1), stage2=_S2 | dict(seed=1)),
+]
+

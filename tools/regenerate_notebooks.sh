@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate every notebook's stored outputs from the committed code, on the real data in data/.
 #
-#   cp ../shared/data/*.csv data/          # or your own data/BTC-USD*.csv (+ other assets)
+#   cp ../shared/data/*.csv ../shared/data/assets/*.csv data/   # or your own data/BTC-USD*.csv (+ other assets)
 #   bash tools/regenerate_notebooks.sh     # all notebooks, in learning order
 #   bash tools/regenerate_notebooks.sh 07_variance 08_evaluate   # some of them
 #
 # Artifacts in models/ and checkpoints/ are moved to backup/<time>/ first, so every stage is rebuilt from
-# HEAD (the notebooks build them on the way). Each notebook is executed in place from nbs/, then nbdev_clean
+# HEAD (the notebooks build them on the way). checkpoints/search/ stays: it caches the rows of the recipe search
+# (04_pretrain_sft), each keyed by its recipe and tokenizer fingerprint; delete it to rerun the search (~45 min). Each notebook is executed in place from nbs/, then nbdev_clean
 # normalizes it; every notebook ends with a run card (commit, library versions, threads, data hashes).
 # Timings go to backup/<time>/regenerate.log. On a 2-core CPU all notebooks take about 20-25 minutes (07: 7-10).
 set -euo pipefail
@@ -19,7 +20,7 @@ NBS=${*:-$ALL}
 stamp=$(date +%Y%m%d-%H%M%S); backup=backup/$stamp; mkdir -p "$backup"
 if [ $# -eq 0 ]; then
   for d in models checkpoints; do
-    find "$d" -mindepth 1 -maxdepth 1 ! -name README.md -exec mv -t "$backup" {} + 2>/dev/null || true
+    find "$d" -mindepth 1 -maxdepth 1 ! -name README.md ! -name search -exec mv -t "$backup" {} + 2>/dev/null || true
   done
 fi
 for nb in $NBS index; do
