@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 
 # %% auto #0
-__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'KVCache', 'Prefix', 'PastKV', 'CausalSelfAttention', 'MLP', 'Block',
-           'sampling_logprobs', 'exp_noise', 'draw_tokens', 'GPT']
+__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'rope_pairs', 'apply_rope_pairs', 'KVCache', 'Prefix', 'PastKV',
+           'CausalSelfAttention', 'MLP', 'Block', 'sampling_logprobs', 'exp_noise', 'draw_tokens', 'GPT']
 
 # %% ../nbs/03_model.ipynb #3914edc2
 @dataclass
@@ -43,6 +43,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     "Rotate pairs of channels of x (B, H, T, hd) by position-dependent angles."
     x1, x2 = x[..., ::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+def rope_pairs(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "`rope_tables` spread over both channels of each pair: (T, hd) tables (cos, cos) and (-sin, sin) for `apply_rope_pairs`."
+    return cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
+
+def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    "`apply_rope` as x * cos2 + swap(x) * sin2 (swap exchanges the channels of each pair): the same numbers, in three array ops."
+    return x * cos2 + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin2
 
 # %% ../nbs/03_model.ipynb #416e693a
 class KVCache:
@@ -102,8 +110,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
+        qk = apply_rope_pairs(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])   # queries and keys at once: (B, T, 2, H, hd)
+        q, k = qk.permute(2, 0, 3, 1, 4)                                         # 2 x (B, H, T, hd)
+        v = qkv[:, :, 2].transpose(1, 2)
         p = 0
         if cache is not None:                                                    # KVCache (sampling) or PastKV (a prefix)
             p = cache.pos
@@ -172,7 +182,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
+        cos, sin = rope_pairs(*rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head))   # (block_size, hd) each
         self.register_buffer("cos", cos, persistent=False); self.register_buffer("sin", sin, persistent=False)
         self.apply(self._init)
         for n, p in self.named_parameters():                                     # scaled init of residual projections
@@ -199,7 +209,7 @@ class GPT(nn.Module):
     def prefill(self, idx: torch.Tensor) -> Prefix:
         "Run contexts idx (B, C) once: their keys, values and last logits (with gradient when grad is enabled)."
         rec = PastKV()
-        logits = self(idx, cache=rec)[0][:, -1]
+        logits = self(idx, cache=rec)[0][:, -1]                                # all positions: the same numbers at any batch size
         return Prefix(rec.kv, logits)
 
     def continue_logits(self,
