@@ -10,7 +10,8 @@ import torch.distributed as dist
 from .core import resolve_device
 
 # %% auto #0
-__all__ = ['rank_world', 'is_main', 'dist_setup', 'dist_cleanup', 'all_reduce_mean', 'all_gather_cat', 'sync_gradients']
+__all__ = ['rank_world', 'is_main', 'dist_setup', 'dist_cleanup', 'all_reduce_mean', 'all_gather_cat', 'barrier',
+           'sync_gradients']
 
 # %% ../nbs/11_scale.ipynb #17283e7c
 def rank_world() -> tuple[int, int]:
@@ -51,6 +52,10 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     if world == 1: return t
     parts = [torch.empty_like(t) for _ in range(world)]
     dist.all_gather(parts, t.detach().contiguous()); return torch.cat(parts)
+
+def barrier() -> None:
+    "Wait for every process (nothing in a single process)."
+    if rank_world()[1] > 1: dist.barrier()
 
 def sync_gradients(model: torch.nn.Module) -> None:
     "Replace every parameter's gradient by its mean over processes (one all-reduce); a missing gradient counts as zeros."

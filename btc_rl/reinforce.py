@@ -20,7 +20,7 @@ from .checkpoint import (save_checkpoint, load_checkpoint, model_from_checkpoint
                                parent_record)
 from .rewards import REWARDS, GROUP_REWARDS, compute_reward, group_baseline, group_score
 from .corpus import TokenSeries, load_corpus, check_tokenizer_data, windows
-from .distributed import all_gather_cat, all_reduce_mean, dist_setup, is_main, rank_world, sync_gradients
+from .distributed import all_gather_cat, all_reduce_mean, barrier, dist_setup, is_main, rank_world, sync_gradients
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
@@ -457,7 +457,13 @@ def ensure_prerequisites(
     progress: bool = True,
     log=print,                  # where to say what is built and why
 ) -> list[str]:                 # what was (re)built, with the reason
-    "Build the tokenizer, pretrain and SFT checkpoints when missing or stale (default paths only)."
+    "Build the tokenizer, pretrain and SFT checkpoints when missing or stale (default paths only; under torchrun, rank 0 builds)."
+    dist_setup(cfg.device)
+    if not is_main(): barrier(); return []                                    # the others wait for rank 0's files
+    try: return _ensure_prerequisites(cfg, progress, log)
+    finally: barrier()
+
+def _ensure_prerequisites(cfg: RLConfig, progress: bool, log) -> list[str]:
     from btc_rl.tokenizer import build_tokenizer
     from btc_rl.train import pretrain, sft
     default = RLConfig()
