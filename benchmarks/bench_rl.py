@@ -1,69 +1,133 @@
-"""Stage 3 speed: sampled tokens/s and RL steps/s, batched KV-cache implementation vs the seed's way.
+"""Stage 3 speed against its FLOP floor: one command prints the machine's matmul peak, the floor and `rl_step` split into
+its parts, for the default policy and larger ones, at several batch sizes.
 
-The reference (written here, not in the package) does what a straightforward port of the seed does: one
-episode at a time, and for every sampled token a full forward pass over the growing sequence, with the
-log-probabilities kept for the loss. Both use the same model, reward (token_acc), baseline (batch mean),
-AdamW settings and clipping.
+The floor is the exact-REINFORCE cost: one teacher-forced forward + backward over B·(C+H) tokens,
+6·N·B·T matmul FLOPs (N: the parameters of the matmuls, i.e. all but the token embedding) plus causal attention
+(QKᵀ and AV over the lower triangle, forward + backward: 6·L·B·T²·C), at the measured matmul peak. Sampling, the
+reward, the optimizer and the starting policy's pass (the KL) come on top of it.
 
-    python benchmarks/bench_rl.py                 # batch 8, 64, 256 at context 128, horizon 32; horizons 16/32/64
-    python benchmarks/bench_rl.py --quick         # fewer repeats
+    python benchmarks/bench_rl.py                         # default (2x32, 29k) and 4x128 (0.8M) policies, B = 64 and 256
+    python benchmarks/bench_rl.py --size 8x256x8 --batch 64 --threads 2 --repeats 3
+    PYTHONPATH=<old checkout> python benchmarks/bench_rl.py   # an older btc_rl: totals only (no split)
+
+Columns: `step` is `rl_step` with the defaults (KL to the starting policy measured every step), `step, no KL pass` the
+same step when the KL pass is skipped (kl_coef = 0 and the step is not a `kl_every` step: exact REINFORCE), `% floor`
+= floor / time. The split is of the `step` column; `other` is what the named parts leave (window draws, advantages,
+metrics). Times are medians over the repeats.
 """
-import argparse, time
+import argparse, contextlib, inspect, statistics, time
 import torch
-from btc_rl.model import GPT, GPTConfig, sampling_logprobs
-from btc_rl.reinforce import RLConfig, rl_step, advantages
-from btc_rl.rewards import token_acc
+import btc_rl.reinforce as rf
+from btc_rl.model import GPT, GPTConfig
+from btc_rl.reinforce import RLConfig, rl_step
 
-def seed_style_step(policy, opt, ids, cfg, gen):
-    "One RL step the seed's way: per episode, per token, a full forward over the growing sequence."
-    span = cfg.context_len + cfg.horizon
-    starts = torch.randint(len(ids) - span + 1, (cfg.batch_episodes,), generator=gen)
-    logps, rewards = [], []
-    for s in starts.tolist():
-        seq = ids[s : s + cfg.context_len].clone()[None]
-        target = ids[s + cfg.context_len : s + span][None]
-        lp = 0.0
-        for _ in range(cfg.horizon):
-            logits = policy(seq)[0][:, -1]
-            logp = sampling_logprobs(logits, cfg.temperature)
-            tok = torch.multinomial(logp.detach().exp(), 1, generator=gen)
-            lp = lp + logp.gather(-1, tok)[0, 0]
-            seq = torch.cat([seq, tok], 1)
-        logps.append(lp); rewards.append(token_acc(seq[:, cfg.context_len:], target)[0])
-    adv = advantages(torch.stack(rewards), "mean")
-    loss = -(adv.detach() * torch.stack(logps)).mean()
-    opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0); opt.step()
+def matmul_peak(repeats: int = 3) -> float:
+    "The best float32 matmul FLOP/s over a few square sizes."
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        for _ in range(repeats):
+            t = time.perf_counter(); a @ b; best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
 
-def timed(fn, repeats):
-    fn()                                                                       # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats): fn()
-    return (time.perf_counter() - t0) / repeats
+def floor_flops(pol: GPT, B: int, T: int) -> float:
+    c = pol.config
+    N = pol.num_params() - pol.wte.weight.numel()
+    return 6 * N * B * T + 6 * c.n_layer * B * T * T * c.n_embd
+
+class Timers:
+    "Wall time per part, from wrappers around the functions `rl_step` calls."
+    def __init__(self): self.t = {}
+    def wrap(self, part, fn):
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try: return fn(*a, **kw)
+            finally: self.t[part] = self.t.get(part, 0.0) + time.perf_counter() - t0
+        return timed
+
+@contextlib.contextmanager
+def instrumented(pol, ref, opt, timers):
+    "Time sampling / reward / teacher-forced pass / backward / optimizer / KL inside `rl_step` (newer btc_rl only)."
+    saved = [(rf, "compute_reward", rf.compute_reward), (rf, "group_baseline", rf.group_baseline),
+             (torch.Tensor, "backward", torch.Tensor.backward), (torch.nn.utils, "clip_grad_norm_", torch.nn.utils.clip_grad_norm_)]
+    rf.compute_reward = timers.wrap("reward", rf.compute_reward); rf.group_baseline = timers.wrap("reward", rf.group_baseline)
+    torch.Tensor.backward = timers.wrap("backward", torch.Tensor.backward)
+    torch.nn.utils.clip_grad_norm_ = timers.wrap("optimizer", torch.nn.utils.clip_grad_norm_)
+    opt.step = timers.wrap("optimizer", opt.step)
+    pol.sample = timers.wrap("sampling", pol.sample)
+    pol.prefill = timers.wrap("teacher-forced pass", pol.prefill); pol.continue_logits = timers.wrap("teacher-forced pass", pol.continue_logits)
+    ref.prefill = timers.wrap("KL (starting policy's pass)", ref.prefill)
+    ref.continue_logits = timers.wrap("KL (starting policy's pass)", ref.continue_logits)
+    try: yield
+    finally:
+        for obj, name, fn in saved: setattr(obj, name, fn)
+        for m in (pol, ref, opt):
+            for name in ("sample", "prefill", "continue_logits", "step"): m.__dict__.pop(name, None)
+
+def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict:
+    L, C, H = (int(x) for x in size.split("x"))
+    torch.manual_seed(0)
+    pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval()
+    ref = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
+    fields = RLConfig.__dataclass_fields__
+    kw = {"kl_every": 1} if "kl_every" in fields else {}
+    cfg = RLConfig(batch_episodes=B, context_len=128, horizon=32, **kw)
+    cfg_nokl = RLConfig(batch_episodes=B, context_len=128, horizon=32, **({"kl_every": 10**9} if "kl_every" in fields else {}))
+    has_step = "step" in inspect.signature(rl_step).parameters
+    split = hasattr(pol, "prefill")
+    gen = torch.Generator().manual_seed(0)
+    step = lambda c, s=0: rl_step(pol, ref, opt, ids, c, None, gen, s) if has_step else rl_step(pol, ref, opt, ids, c, None, gen)
+    step(cfg)                                                                   # warm-up
+    times, parts = [], []
+    for _ in range(repeats):
+        timers = Timers()
+        with instrumented(pol, ref, opt, timers) if split else contextlib.nullcontext():
+            t0 = time.perf_counter(); step(cfg); times.append(time.perf_counter() - t0)
+        parts.append(timers.t)
+    nokl = []
+    if has_step and "kl_every" in fields:
+        for _ in range(repeats):
+            t0 = time.perf_counter(); step(cfg_nokl, 1); nokl.append(time.perf_counter() - t0)
+    T = cfg.context_len + cfg.horizon
+    fl = floor_flops(pol, B, T) / peak
+    med = statistics.median(times)
+    i = times.index(med) if med in times else 0
+    return {"size": f"{L}x{C} ({H} heads)", "params": pol.num_params(), "B": B, "floor": fl, "step": med,
+            "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}}
 
 def main():
-    ap = argparse.ArgumentParser(); ap.add_argument("--quick", action="store_true"); args = ap.parse_args()
-    torch.manual_seed(0)
-    mc = GPTConfig()                                                           # the default policy size
-    ids = torch.randint(0, mc.vocab_size, (2700,))                             # ~ the BTC training period, in tokens
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, policy {GPT(mc).num_params():,} parameters\n")
-    print("| batch_episodes | ours: sample tok/s | ours: RL step/s | seed-style: RL step/s | speed-up per step |")
-    print("|---:|---:|---:|---:|---:|")
-    for B in (8, 64, 256):
-        cfg = RLConfig(batch_episodes=B, context_len=128, horizon=32)
-        pol, ref = GPT(mc).eval(), GPT(mc).eval()
-        opt = torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
-        gen = torch.Generator().manual_seed(0)
-        ctx = ids[:128].repeat(B, 1)
-        t_sample = timed(lambda: pol.sample(ctx, 32, generator=gen), 1 if args.quick else 3)
-        t_ours = timed(lambda: rl_step(pol, ref, opt, ids, cfg, None, gen), 1 if args.quick else 3)
-        t_ref = timed(lambda: seed_style_step(pol, opt, ids, cfg, gen), 1)
-        print(f"| {B} | {B * 32 / t_sample:,.0f} | {1 / t_ours:.2f} | {1 / t_ref:.3f} | {t_ref / t_ours:.0f}x |")
-    print("\nSampling time vs horizon (batch 64, context 128, KV cache):\n")
-    print("| horizon | seconds | seconds / horizon |\n|---:|---:|---:|")
-    pol = GPT(mc).eval(); ctx = ids[:128].repeat(64, 1); gen = torch.Generator().manual_seed(0)
-    for H in (16, 32, 64):
-        t = timed(lambda: pol.sample(ctx, H, generator=gen), 1 if args.quick else 3)
-        print(f"| {H} | {t:.3f} | {t / H * 1000:.2f} ms |")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", action="append", help="LAYERSxWIDTHxHEADS, repeatable [default: 2x32x2 and 4x128x4]")
+    ap.add_argument("--batch", type=int, nargs="+", default=[64, 256], help="batch_episodes [default: 64 256]")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="one repeat, B = 64 only")
+    a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    if a.quick: a.repeats, a.batch = 1, [64]
+    sizes = a.size or ["2x32x2", "4x128x4"]
+    peak = matmul_peak()
+    ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))  # ~ the BTC training period, in tokens
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s (float32), "
+          f"context 128, horizon 32, reward token_acc, batch-mean baseline\n")
+    print("| policy | params | B | floor (s) | step (s) | % floor | step, no KL pass (s) | % floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for s in sizes:
+        for B in a.batch:
+            r = run(s, B, ids, a.repeats, peak); rows.append(r)
+            print(f"| {r['size']} | {r['params']:,} | {B} | {r['floor']:.3f} | {r['step']:.3f} | {r['floor'] / r['step']:.0%} | "
+                  f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} |", flush=True)
+    names = ["sampling", "reward", "teacher-forced pass", "backward", "optimizer", "KL (starting policy's pass)"]
+    if any(r["parts"] for r in rows):
+        print("\nWhere a `step` goes (seconds; share of the step):\n")
+        print("| policy | B | " + " | ".join(names) + " | other |\n|---|---:|" + "---:|" * (len(names) + 1))
+        for r in rows:
+            p = r["parts"]; other = r["step"] - sum(p.get(n, 0.0) for n in names)
+            cells = [f"{p.get(n, 0.0):.3f} ({p.get(n, 0.0) / r['step']:.0%})" for n in names] + [f"{other:.3f} ({other / r['step']:.0%})"]
+            print(f"| {r['size']} | {r['B']} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()

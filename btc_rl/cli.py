@@ -22,7 +22,8 @@ __all__ = ['build_parser', 'run', 'main']
 # %% ../nbs/09_cli.ipynb #7c79e36a
 _LM_FLAGS = ("steps", "lr", "batch_size", "seq_len", "dropout", "btc_share", "crypto_weight", "rescale", "seed", "device")
 _RL_FLAGS = {"checkpoint_in": "--in", "checkpoint_out": "--out"}
-_CHOICES = {"reward": REWARDS, "baseline": BASELINES, "period": ("test", "val")}
+_CHOICES = {"reward": REWARDS, "baseline": BASELINES, "period": ("test", "val"), "dtype": ("float32", "bfloat16"),
+            "log": ("none", "tensorboard")}
 
 def _flag(name: str) -> str: return _RL_FLAGS.get(name, "--" + name.replace("_", "-"))
 
@@ -48,7 +49,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     "The `btc-rl` argument parser with all subcommands."
     ap = argparse.ArgumentParser(prog="btc-rl", description="REINFORCE fine-tuning of a GPT policy on tokenized BTC returns")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{download,tokenizer,pretrain,sft,rl,evaluate}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{download,tokenizer,pretrain,sft,rl,evaluate,sweep}")
     d = sub.add_parser("download", help="download daily bars with yfinance into data/")
     d.add_argument("ticker", nargs="?", default="BTC-USD", help="Yahoo Finance symbol [default: BTC-USD]")
     d.add_argument("--start", default="2014-09-17", help="first day [default: 2014-09-17]")
@@ -82,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_flags(e, EvalConfig, ("n_paths", "horizon", "context_len", "temperature", "top_k", "stride", "period", "device", "seed"),
                   flags={"n_paths": "--paths"})
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    w = sub.add_parser("sweep", help="a grid of stage 3 jobs (papermill runs of nbs/train.ipynb) through submitit, collected into one table")
+    w.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds [default: 0]")
+    w.add_argument("--rewards", nargs="+", default=["token_acc"], choices=REWARDS, metavar="REWARD", help="rewards [default: token_acc]")
+    w.add_argument("--baselines", nargs="+", default=["mean"], choices=BASELINES, metavar="BASELINE", help="baselines [default: mean]")
+    w.add_argument("--group-sizes", nargs="+", type=int, default=[1], help="futures per context [default: 1]")
+    w.add_argument("--folder", default="sweeps/sweep", help="one subfolder per job, sweep.csv, sweep.png [default: sweeps/sweep]")
+    w.add_argument("--executor", default="auto", choices=("auto", "local", "slurm"), help="auto: a Slurm job array where srun exists, else local [default: auto]")
+    w.add_argument("--parallel", type=int, default=4, help="Slurm: jobs of the array running at once [default: 4]")
+    w.add_argument("--timeout-min", type=int, default=240, help="per job [default: 240]")
+    w.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other nbs/train.ipynb parameters for every job, e.g. steps=50 device=cpu")
     return ap
 
 # %% ../nbs/09_cli.ipynb #caaa08e7
@@ -113,12 +124,30 @@ def run(argv: list[str] | None = None) -> object:
         rep = evaluate(cks, cfg, a.tokenizer, a.csv, a.data_dir, progress=prog)
         print(rep._repr_markdown_()); print(f"\nwrote {rep.to_json(a.out)}")
         return rep
+    if a.command == "sweep": return _sweep(a)
     cfg = RLConfig(**{f.name: getattr(a, f.name) for f in fields(RLConfig)}).validate()
     ensure_prerequisites(cfg, progress=prog, log=lambda m: print(f"btc-rl rl: {m}", file=sys.stderr))
     res = reinforce_finetune(cfg, resume=a.resume, progress=prog, overwrite=a.overwrite)
     s = res.summary
     print(f"wrote {res.checkpoint}: reward {s['reward']} baseline {s['baseline']}, validation reward "
           f"{s['val_reward_ref']:.5g} -> {s['val_reward']:.5g}, train reward {s['train_reward_first']:.5g} -> {s['train_reward_last']:.5g}")
+    return res
+
+def _sweep(a: argparse.Namespace) -> object:
+    "`btc-rl sweep`: the grid, run through submitit, then the table."
+    from btc_rl.sweep import sweep, sweep_grid
+    types = {f.name: type(getattr(RLConfig(), f.name)) for f in fields(RLConfig)}
+    base = {}
+    for kv in a.set:
+        if "=" not in kv: raise ValueError(f"--set {kv!r}: use NAME=VALUE")
+        k, v = kv.split("=", 1)
+        base[k] = types[k](v) if k in types else v
+    jobs, skipped = sweep_grid(a.seeds, a.rewards, a.baselines, a.group_sizes, **base)
+    for s in skipped: print(f"btc-rl sweep: left out {s}", file=sys.stderr)
+    if not jobs: raise ValueError("no valid combination in the grid")
+    res = sweep(jobs, a.folder, a.executor, a.parallel, a.timeout_min, skipped=skipped)
+    print(res._repr_markdown_()); print(f"\nwrote {res.folder / 'sweep.csv'}")
+    if res.failed: raise ValueError(f"{len(res.failed)} of {len(jobs)} jobs failed (logs in {res.folder / 'submitit'})")
     return res
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,15 +132,16 @@ def eval_origins(series: TokenSeries, splits: Splits, cfg: EvalConfig) -> np.nda
 @torch.no_grad()
 def policy_paths(model: GPT, tok: ReturnTokenizer, series: TokenSeries, origins: np.ndarray, cfg: EvalConfig,
                  progress: bool = False, desc: str = "policy") -> np.ndarray:
-    "Sample N token paths per origin (all paths of a chunk of origins at once) and decode them."
+    "Sample N token paths per origin (the random draws of a chunk of origins at once) and decode them."
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     ids, out = series.ids.to(dev), []
-    chunk = max(1, 8192 // cfg.n_paths)
+    chunk = max(1, 8192 // cfg.n_paths)                                        # origins per draw of random numbers (fixes the stream)
+    sub = max(1, 1024 // cfg.n_paths)                                          # origins decoded together: a KV cache that fits in cache
     for i in tqdm(range(0, len(origins), chunk), desc=desc, disable=not progress):
         o = torch.as_tensor(origins[i : i + chunk], device=dev)
-        ctx = windows(ids, o - cfg.context_len, cfg.context_len).repeat_interleave(cfg.n_paths, 0)
-        toks, _ = model.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)
+        ctx = windows(ids, o - cfg.context_len, cfg.context_len)               # each context runs once for its N paths
+        toks, _ = model.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen, n_samples=cfg.n_paths, chunk=sub)
         out.append(tok.decode(toks.cpu()).reshape(len(o), cfg.n_paths, -1).numpy())
     return np.concatenate(out)
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 
 # %% auto #0
-__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'MLP', 'Block', 'sampling_logprobs', 'GPT']
+__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'rope_pairs', 'apply_rope_pairs', 'KVCache', 'Prefix', 'PastKV',
+           'CausalSelfAttention', 'MLP', 'Block', 'sampling_logprobs', 'exp_noise', 'draw_tokens', 'GPT']
 
 # %% ../nbs/03_model.ipynb #3914edc2
 @dataclass
@@ -43,23 +44,61 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x[..., ::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
+def rope_pairs(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "`rope_tables` spread over both channels of each pair: (T, hd) tables (cos, cos) and (-sin, sin) for `apply_rope_pairs`."
+    return cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
+
+def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    "`apply_rope` as x * cos2 + swap(x) * sin2 (swap exchanges the channels of each pair): the same numbers, in three array ops."
+    return x * cos2 + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin2
+
 # %% ../nbs/03_model.ipynb #416e693a
 class KVCache:
-    "Preallocated per-layer keys and values for incremental decoding of a batch."
-    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device=None, dtype=torch.float32):
-        hd = cfg.n_embd // cfg.n_head
-        shape = (cfg.n_layer, batch, cfg.n_head, max_len, hd)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+    "Per-layer keys and values for incremental decoding of a batch; buffers follow the device and dtype of the first keys stored."
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device=None, dtype=None):  # device, dtype: taken from the keys
+        self.shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)     # (L, B, H, T_max, hd)
+        self.k = self.v = None
         self.pos, self.max_len, self.n_layer = 0, max_len, cfg.n_layer
 
     def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Store k, v (B, H, T, hd) at the current position; return all keys and values so far."
         p, T = self.pos, k.shape[2]
         if p + T > self.max_len: raise ValueError(f"KV cache holds {self.max_len} positions; asked for {p + T}")
+        if self.k is None: self.k, self.v = (torch.zeros(self.shape, device=k.device, dtype=k.dtype) for _ in "kv")
         self.k[layer, :, :, p:p + T] = k; self.v[layer, :, :, p:p + T] = v
         if layer == self.n_layer - 1: self.pos += T                              # advance after the last layer
         return self.k[layer, :, :, :p + T], self.v[layer, :, :, :p + T]
+
+    def fill(self, kv: list[tuple[torch.Tensor, torch.Tensor]], repeats: int = 1) -> "KVCache":
+        "Start from a prefix's keys and values (`Prefix.kv`), each row repeated `repeats` times (its futures)."
+        for layer, (k, v) in enumerate(kv):
+            k, v = k.detach(), v.detach()
+            if repeats > 1: k, v = k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0)
+            self.insert(layer, k, v)
+        return self
+
+@dataclass
+class Prefix:
+    "What contexts leave for the tokens after them: per-layer keys and values (B, H, C, hd) and the last position's logits (B, V)."
+    kv: list          # [(k, v)] per layer
+    logits: torch.Tensor
+
+    def rows(self, i: int, j: int) -> "Prefix": return Prefix([(k[i:j], v[i:j]) for k, v in self.kv], self.logits[i:j])
+    def detach(self) -> "Prefix": return Prefix([(k.detach(), v.detach()) for k, v in self.kv], self.logits.detach())
+
+class PastKV:
+    "A prefix's keys and values kept as they are (graph tensors); empty, it records them. Tokens after it attend to them with gradient."
+    def __init__(self, kv: list | None = None, repeats: int = 1):
+        self.kv, self.repeats = ([] if kv is None else kv), repeats
+        self.recording = kv is None
+        self.pos = 0 if self.recording else kv[0][0].shape[2]                  # fixed: one pass per object
+
+    def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.recording: self.kv.append((k, v)); return k, v
+        pk, pv = self.kv[layer]
+        if self.repeats > 1: pk, pv = pk.repeat_interleave(self.repeats, 0), pv.repeat_interleave(self.repeats, 0)
+        return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+
 
 # %% ../nbs/03_model.ipynb #b9abcf7f
 class CausalSelfAttention(nn.Module):
@@ -71,10 +110,12 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
+        qk = apply_rope_pairs(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])   # queries and keys at once: (B, T, 2, H, hd)
+        q, k = qk.permute(2, 0, 3, 1, 4)                                         # 2 x (B, H, T, hd)
+        v = qkv[:, :, 2].transpose(1, 2)
         p = 0
-        if cache is not None:
+        if cache is not None:                                                    # KVCache (sampling) or PastKV (a prefix)
             p = cache.pos
             k, v = cache.insert(layer, k, v)                                     # (B, H, p + T, hd)
         drop = self.dropout if self.training else 0.0
@@ -106,14 +147,32 @@ def sampling_logprobs(
     logits: torch.Tensor,        # (..., V)
     temperature: float = 1.0,    # > 0; below 1 sharpens, above 1 flattens
     top_k: int | None = None,    # keep only the k largest logits (None or 0: all)
+    keep: torch.Tensor | None = None,  # (..., V) bool: the tokens kept when sampling (the sampler's top-k sets), instead of recomputing them
 ) -> torch.Tensor:               # (..., V) log-probabilities of the sampling distribution
     "Log-probabilities of the temperature / top-k distribution tokens are sampled from."
     if temperature <= 0: raise ValueError(f"temperature must be > 0, got {temperature}")
     logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
+    if keep is not None: logits = logits.masked_fill(~keep, float("-inf"))
+    elif top_k and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return F.log_softmax(logits, dim=-1)
+
+def exp_noise(
+    n_steps: int, rows: int, vocab: int,   # one (rows, vocab) draw per step
+    generator: torch.Generator | None = None,
+    device=None,                           # default: the generator's
+) -> torch.Tensor:                         # (n_steps, rows, vocab) Exp(1) draws
+    "The random numbers `torch.multinomial(p, 1)` draws at each step, drawn ahead of time in the same order."
+    device = device if device is not None else (generator.device if generator is not None else None)
+    return torch.stack([torch.empty(rows, vocab, device=device).exponential_(generator=generator) for _ in range(n_steps)])
+
+def draw_tokens(
+    logp: torch.Tensor,    # (B, V) log-probabilities
+    noise: torch.Tensor,   # (B, V) Exp(1) draws (`exp_noise`)
+) -> torch.Tensor:         # (B, 1) sampled tokens
+    "One token per row: argmax p / q with q ~ Exp(1), what `torch.multinomial(p, 1)` computes, with the noise given."
+    return (logp.exp() / noise).argmax(-1, keepdim=True)
 
 class GPT(nn.Module):
     "Decoder-only transformer over return tokens."
@@ -123,7 +182,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
+        cos, sin = rope_pairs(*rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head))   # (block_size, hd) each
         self.register_buffer("cos", cos, persistent=False); self.register_buffer("sin", sin, persistent=False)
         self.apply(self._init)
         for n, p in self.named_parameters():                                     # scaled init of residual projections
@@ -135,7 +194,7 @@ class GPT(nn.Module):
 
     def num_params(self) -> int: return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | PastKV | None = None):
         "idx (B, T) -> logits (B, T, V) and the mean cross-entropy against targets (B, T), if given."
         B, T = idx.shape
         p = cache.pos if cache is not None else 0
@@ -147,6 +206,22 @@ class GPT(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return logits, loss
 
+    def prefill(self, idx: torch.Tensor) -> Prefix:
+        "Run contexts idx (B, C) once: their keys, values and last logits (with gradient when grad is enabled)."
+        rec = PastKV()
+        logits = self(idx, cache=rec)[0][:, -1]                                # all positions: the same numbers at any batch size
+        return Prefix(rec.kv, logits)
+
+    def continue_logits(self,
+                        prefix: Prefix,          # `prefill` of B contexts, with gradient
+                        idx: torch.Tensor,       # (B * repeats, T) tokens that followed them
+                        repeats: int = 1,        # futures per context (row b * repeats + s follows context b)
+                       ) -> torch.Tensor:        # (B * repeats, T, V) the logits that predicted each token of idx
+        "Teacher forcing after a prefix: one pass over idx[:, :-1] attending to the prefix's keys and values."
+        first = prefix.logits.repeat_interleave(repeats, 0) if repeats > 1 else prefix.logits
+        if idx.shape[1] == 1: return first[:, None]
+        return torch.cat([first[:, None], self(idx[:, :-1], cache=PastKV(prefix.kv, repeats))[0]], 1)
+
     @torch.no_grad()
     def sample(self,
                idx: torch.Tensor,               # (B, T) contexts, one per row
@@ -154,16 +229,29 @@ class GPT(nn.Module):
                temperature: float = 1.0,
                top_k: int | None = None,
                generator: torch.Generator | None = None,  # makes sampling reproducible
-              ) -> tuple[torch.Tensor, torch.Tensor]:     # tokens (B, n_new), their log-probs (B, n_new)
-        "Sample all rows at once, one token per step, reusing a KV cache."
+               n_samples: int = 1,               # futures per context: the same as sampling idx.repeat_interleave(n_samples, 0)
+               chunk: int = 0,                   # contexts decoded together (0: all); only speed and memory depend on it
+               prefix: Prefix | None = None,     # `prefill(idx)`, if already computed
+               noise: torch.Tensor | None = None,  # (n_new, B * n_samples, V) `exp_noise` (default: drawn from generator)
+               keep: torch.Tensor | None = None,   # (B * n_samples, n_new, V) bool, if given: filled with the sets sampled from (top-k)
+              ) -> tuple[torch.Tensor, torch.Tensor]:     # tokens (B * n_samples, n_new), their log-probs (B * n_samples, n_new)
+        "Sample all rows at once, one token per step, reusing a KV cache; contexts shared by several futures run once."
         B, T = idx.shape
-        cache = KVCache(self.config, B, T + n_new, idx.device, self.lm_head.weight.dtype)
-        logits = self(idx, cache=cache)[0][:, -1]                                # prefill: (B, V)
-        toks = torch.empty(B, n_new, dtype=torch.long, device=idx.device)
-        lps = torch.empty(B, n_new, device=idx.device)
-        for i in range(n_new):
-            logp = sampling_logprobs(logits.float(), temperature, top_k)
-            tok = torch.multinomial(logp.exp(), 1, generator=generator)         # (B, 1)
-            toks[:, i:i + 1], lps[:, i:i + 1] = tok, logp.gather(-1, tok)
-            if i + 1 < n_new: logits = self(tok, cache=cache)[0][:, -1]
+        S, V, dev = n_samples, self.config.vocab_size, idx.device
+        if noise is None: noise = exp_noise(n_new, B * S, V, generator, dev)
+        toks = torch.empty(B * S, n_new, dtype=torch.long, device=dev)
+        lps = torch.empty(B * S, n_new, device=dev)
+        chunk = chunk or B
+        for i in range(0, B, chunk):
+            j = min(i + chunk, B); rows = slice(i * S, j * S)
+            pre = prefix.rows(i, j) if prefix is not None else self.prefill(idx[i:j])   # prefill: (b, V)
+            cache = KVCache(self.config, (j - i) * S, T + n_new).fill(pre.kv, S)
+            logits = pre.logits.repeat_interleave(S, 0) if S > 1 else pre.logits
+            for t in range(n_new):
+                logp = sampling_logprobs(logits.float(), temperature, top_k)
+                tok = draw_tokens(logp, noise[t, rows])                              # (b * S, 1)
+                toks[rows, t:t + 1], lps[rows, t:t + 1] = tok, logp.gather(-1, tok)
+                if keep is not None: keep[rows, t] = logp > float("-inf")
+                if t + 1 < n_new: logits = self(tok, cache=cache)[0][:, -1]
         return toks, lps
+

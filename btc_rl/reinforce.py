@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_reinforce.ipynb #0a8ce609
 from __future__ import annotations
-import json, math, time, uuid, warnings
+import contextlib, hashlib, json, math, time, uuid, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -15,16 +15,18 @@ from .core import (OutputLock, atomic_write_text, check_fields, check_memory, ch
                          remove_orphan_tmp, resolve_device, warn_loud)
 from .data import data_record
 from .tokenizer import ReturnTokenizer, load_tokenizer
-from .model import GPT, sampling_logprobs
+from .model import GPT, sampling_logprobs, exp_noise
 from .checkpoint import (save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences,
                                parent_record)
 from .rewards import REWARDS, GROUP_REWARDS, compute_reward, group_baseline, group_score
 from .corpus import TokenSeries, load_corpus, check_tokenizer_data, windows
+from .distributed import all_gather_cat, all_reduce_mean, barrier, dist_setup, is_main, rank_world, sync_gradients
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
-           'kl_to_ref', 'expected_token_acc', 'reinforce_loss', 'surrogate_loss', 'rl_step', 'validation_reward',
-           'RLResult', 'resume_settings', 'rl_memory_bytes', 'reinforce_finetune', 'ensure_prerequisites']
+           'kl_to_ref', 'expected_token_acc', 'reinforce_loss', 'surrogate_loss', 'autocast', 'synchronize', 'rl_step',
+           'validation_reward', 'RLResult', 'resume_settings', 'rl_memory_bytes', 'restore_generator',
+           'reinforce_finetune', 'ensure_prerequisites']
 
 # %% ../nbs/06_reinforce.ipynb #2ee936ea
 BASELINES = ("mean", "none", "loo", "exact", "group", "group_norm")
@@ -51,6 +53,9 @@ class RLConfig:
     top_k: int = 0                    # sample from the k most likely tokens (0: all)
     seed: int = 0                     # the whole run is a function of it (on one device)
     device: str = "auto"              # auto | cpu | cuda
+    dtype: str = "float32"            # float32 | bfloat16 (autocast of the forward passes; weights and optimizer stay float32)
+    kl_every: int = 1                 # with kl_coef = 0: steps between kl_ref measurements (the starting policy's pass costs a third of a step; NaN between)
+    log: str = "none"                 # none | tensorboard (event files in <checkpoint_out>.tb/, beside the metrics CSV)
     eval_every: int = 25              # steps between validation-reward evaluations
     eval_episodes: int = 64           # fixed validation windows (fixed sampling seed)
     eval_samples: int = 8             # sampled futures per validation window (the estimate's noise falls as 1/sqrt)
@@ -67,7 +72,7 @@ class RLConfig:
         check_fields(self)                                                     # types, finiteness, seed range
         if self.reward not in REWARDS: bad("reward", f"unknown reward; use one of {', '.join(REWARDS)}")
         if self.baseline not in BASELINES: bad("baseline", f"unknown baseline; use one of {', '.join(BASELINES)}")
-        for k in ("steps", "context_len", "horizon", "eval_every", "eval_episodes", "eval_samples", "save_every"):
+        for k in ("steps", "context_len", "horizon", "eval_every", "eval_episodes", "eval_samples", "save_every", "kl_every"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: bad(k, "must be a positive integer")
         if not isinstance(self.batch_episodes, int) or self.batch_episodes < 1: bad("batch_episodes", "must be >= 1")
         if not isinstance(self.group_size, int) or self.group_size < 1: bad("group_size", "must be a positive integer")
@@ -84,6 +89,8 @@ class RLConfig:
         if self.top_k < 0: bad("top_k", "must be >= 0 (0 turns top-k off)")
         if not self.lr > 0: bad("lr", "must be > 0")
         if not self.grad_clip > 0: bad("grad_clip", "must be > 0")
+        if self.dtype not in ("float32", "bfloat16"): bad("dtype", "use float32 or bfloat16")
+        if self.log not in ("none", "tensorboard"): bad("log", "use none or tensorboard")
         resolve_device(self.device)                                            # cuda without a GPU fails here, before any work
         return self
 
@@ -147,10 +154,11 @@ def sequence_logprobs(
     tokens: torch.Tensor,    # (B, H) sampled futures
     temperature: float = 1.0, top_k: int | None = None,
     logits: torch.Tensor | None = None,  # `teacher_forced_logits`, if already computed
+    keep: torch.Tensor | None = None,    # (B, H, V) bool: the sampler's top-k sets (`GPT.sample(keep=...)`), reused rather than recomputed
 ) -> tuple[torch.Tensor, torch.Tensor]:  # log pi of each sampled token (B, H); full log-probs (B, H, V)
     "Log-probabilities of the sampling distribution (temperature / top-k) from one teacher-forced pass."
     if logits is None: logits = teacher_forced_logits(policy, contexts, tokens)
-    logp = sampling_logprobs(logits, temperature, top_k)
+    logp = sampling_logprobs(logits, temperature, top_k, keep)
     return logp.gather(-1, tokens[..., None])[..., 0], logp
 
 def kl_to_ref(
@@ -200,49 +208,78 @@ def _entropy(logp: torch.Tensor) -> torch.Tensor:
 
 def _reward_kw(cfg: RLConfig) -> dict: return {"crps_mode": cfg.crps_mode, "pnl_cost": cfg.pnl_cost}
 
+def autocast(device: torch.device, dtype: str = "float32"):
+    "bf16 autocast on `device` when dtype is 'bfloat16', else nothing: wrap forward passes, not the optimizer."
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+def synchronize(device: torch.device) -> None:
+    "Wait for the device's queued work (CUDA runs asynchronously), so a timer measures it."
+    if device.type == "cuda": torch.cuda.synchronize(device)
+
 def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.Tensor, cfg: RLConfig,
-            tok: ReturnTokenizer, gen: torch.Generator) -> dict:
+            tok: ReturnTokenizer, gen: torch.Generator,
+            step: int = 0,               # the step's index (kl_ref is measured when step % kl_every == 0)
+           ) -> dict:
     "One REINFORCE update on batch_episodes / G contexts x G futures; returns the step's metrics."
-    G = cfg.group_size
-    ctx, tgt = sample_windows(train_ids, cfg.batch_episodes // G, cfg.context_len, cfg.horizon, gen)
-    ctx, tgt = ctx.repeat_interleave(G, 0), tgt.repeat_interleave(G, 0)                   # consecutive rows: one group
+    G, H, V, dev = cfg.group_size, cfg.horizon, policy.config.vocab_size, train_ids.device
+    rank, world = rank_world()
+    n = cfg.batch_episodes // G
+    if n % world: raise ValueError(f"batch_episodes / group_size = {n} contexts do not split over {world} processes")
+    ctx, tgt = sample_windows(train_ids, n, cfg.context_len, H, gen)                      # the same windows on every rank,
+    noise = exp_noise(H, cfg.batch_episodes, V, gen, dev)                                   # and the same random numbers:
+    ctx, tgt = ctx[rank::world], tgt[rank::world]                                            # each rank takes every world-th context
+    noise = noise.view(H, n, G, V)[:, rank::world].reshape(H, -1, V)
+    tgt = tgt.repeat_interleave(G, 0)                                                        # consecutive rows: one group
+    keep = torch.empty(len(tgt), H, V, dtype=torch.bool, device=dev) if cfg.top_k else None
+    amp = autocast(dev, cfg.dtype)
     t0 = time.perf_counter()
-    toks, _ = policy.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)     # sample: no grad, KV cache
-    dt = time.perf_counter() - t0
+    with amp: prefix = policy.prefill(ctx)                                                  # contexts once, with grad
+    with amp: toks, _ = policy.sample(ctx, H, cfg.temperature, cfg.top_k or None, n_samples=G,   # sample: no grad, KV cache
+                                      prefix=prefix.detach(), noise=noise, keep=keep)
+    synchronize(dev); dt = time.perf_counter() - t0
     R = compute_reward(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg))                   # score
     b = group_baseline(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg)) if cfg.baseline == "group" else None
-    logits = teacher_forced_logits(policy, ctx, toks)                                       # the one pass with grad
-    lp_tok, logp = sequence_logprobs(policy, ctx, toks, cfg.temperature, cfg.top_k or None, logits=logits)
+    with amp: logits = policy.continue_logits(prefix, toks, G).float()                      # the rest of the one pass with grad
+    lp_tok, logp = sequence_logprobs(policy, ctx, toks, cfg.temperature, logits=logits, keep=keep)
     rbar = expected_token_acc(logp, tgt) if cfg.baseline == "exact" else None              # Rao-Blackwellized reward
-    adv = advantages(R if rbar is None else rbar.detach(), cfg.baseline, G, b)              # advantages
-    with torch.no_grad(): ref_logits = teacher_forced_logits(ref, ctx, toks)
-    kl = kl_to_ref(logits, ref_logits)                                                      # (B, H), with grad
+    Rg = all_gather_cat(R)                                                                  # the whole batch's rewards (one process: R)
+    scores = Rg if rbar is None else all_gather_cat(rbar.detach())
+    adv = advantages(scores, cfg.baseline, G, None if b is None else all_gather_cat(b)).view(world, -1)[rank]   # advantages
+    kl = None
+    if cfg.kl_coef > 0 or step % cfg.kl_every == 0:                                         # the starting policy's pass
+        with torch.no_grad(), amp: ref_logits = ref.continue_logits(ref.prefill(ctx), toks, G).float()
+        kl = kl_to_ref(logits, ref_logits)                                                  # (B, H), with grad
     loss = reinforce_loss(lp_tok, adv)                                                      # loss
     if rbar is not None: loss = loss - rbar.mean()                                          # the exact term's direct gradient
     if cfg.kl_coef > 0: loss = loss + cfg.kl_coef * kl.mean()
     opt.zero_grad(set_to_none=True)
-    skipped = not (torch.isfinite(R).all() and torch.isfinite(loss))
+    skipped = not (torch.isfinite(Rg).all() and float(all_reduce_mean(torch.isfinite(loss.detach()).float())) == 1.0)
     gnorm = float("nan")
     if not skipped:
         loss.backward()
+        sync_gradients(policy)                                                              # mean over processes (no-op in one)
         gnorm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
         skipped = not math.isfinite(gnorm)
     if skipped:
         opt.zero_grad(set_to_none=True)
         warnings.warn(f"non-finite reward, loss or gradient (loss={loss.item()}, grad_norm={gnorm}): step skipped", stacklevel=2)
     else: opt.step()
-    zero_std = float((R.view(-1, G).std(-1) == 0).float().mean()) if G > 1 else float("nan")
-    return {"reward_mean": float(R.mean()), "reward_std": float(R.std()) if len(R) > 1 else 0.0, "frac_reward_zero_std": zero_std,
-            "loss": float(loss.detach()), "grad_norm": gnorm, "entropy": float(_entropy(logp.detach()).mean()),
-            "kl_ref": float(kl.detach().mean()), "tokens_per_s": toks.numel() / max(dt, 1e-9), "skipped_step": int(skipped)}
+    zero_std = float((Rg.view(-1, G).std(-1) == 0).float().mean()) if G > 1 else float("nan")
+    mean = lambda x: float(all_reduce_mean(x.detach().float().mean()))
+    return {"reward_mean": float(Rg.mean()), "reward_std": float(Rg.std()) if len(Rg) > 1 else 0.0, "frac_reward_zero_std": zero_std,
+            "loss": mean(loss), "grad_norm": gnorm, "entropy": mean(_entropy(logp.detach())),
+            "kl_ref": mean(kl) if kl is not None else float("nan"), "tokens_per_s": toks.numel() * world / max(dt, 1e-9),
+            "skipped_step": int(skipped)}
 
 @torch.no_grad()
 def validation_reward(policy: GPT, ctx: torch.Tensor, tgt: torch.Tensor, cfg: RLConfig, tok: ReturnTokenizer) -> float:
     "Mean over fixed windows of the group score of `eval_samples` futures each, with a fixed sampling seed (the same for every policy)."
     gen = torch.Generator(device=ctx.device).manual_seed(cfg.seed + 12345)
-    ctx, tgt = ctx.repeat_interleave(cfg.eval_samples, 0), tgt.repeat_interleave(cfg.eval_samples, 0)
-    toks, _ = policy.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen)
+    with autocast(ctx.device, cfg.dtype):
+        toks, _ = policy.sample(ctx, cfg.horizon, cfg.temperature, cfg.top_k or None, gen, n_samples=cfg.eval_samples)
+    tgt = tgt.repeat_interleave(cfg.eval_samples, 0)
     return float(group_score(cfg.reward, toks, tgt, tok, cfg.eval_samples, **_reward_kw(cfg)).mean())
+
 
 # %% ../nbs/06_reinforce.ipynb #30c94dc3
 @dataclass
@@ -274,14 +311,14 @@ def _summary(hist: pd.DataFrame, cfg: RLConfig, source: str, val_ref: float, sec
             "train_reward_first": float(hist["reward_mean"].head(k).mean()), "train_reward_last": float(hist["reward_mean"].tail(k).mean()),
             "val_reward_ref": val_ref, "val_reward": float(val.iloc[-1]) if len(val) else float("nan"),
             "entropy_first": float(hist["entropy"].iloc[0]), "entropy_last": float(hist["entropy"].iloc[-1]),
-            "kl_ref_last": float(hist["kl_ref"].iloc[-1]), "skipped_steps": int(hist["skipped_step"].sum()),
+            "kl_ref_last": float(hist["kl_ref"].dropna().iloc[-1]) if hist["kl_ref"].notna().any() else float("nan"), "skipped_steps": int(hist["skipped_step"].sum()),
             "tokens_per_s": float(hist["tokens_per_s"].median()), "seconds": seconds}
 
 def _history_record(hist: list[dict]) -> dict:
     "History as a dict of lists (plain data, loadable with weights_only=True)."
     return {k: [h.get(k) for h in hist] for k in (hist[0] if hist else {})}
 
-_NOT_RESUME_SETTINGS = ("steps", "device", "save_every", "csv", "data_dir", "tokenizer", "checkpoint_in", "checkpoint_out")
+_NOT_RESUME_SETTINGS = ("steps", "device", "save_every", "csv", "data_dir", "tokenizer", "checkpoint_in", "checkpoint_out", "log", "kl_every")
 
 def resume_settings(cfg: RLConfig) -> dict:
     "The settings a resumed run must share with the run it continues (paths are compared by content instead)."
@@ -304,9 +341,32 @@ def _check_resume(ck: dict, cfg: RLConfig, tok: ReturnTokenizer, ck_in: dict, re
     if diff: raise ValueError(f"--resume with different settings than {out}: {diff}")
     stale = checkpoint_differences(ck, tok, record, parent=parent_record(ck_in) if ck.get("parent", {}).get("run_id") else None)
     if stale: raise ValueError(f"--resume: {out} belongs to another run ({'; '.join(stale)})")
-    was = str(ck.get("provenance", {}).get("device") or "cpu").split(":")[0]
-    if was != dev.type: raise ValueError(f"--resume: {out} ran on {was}, this run would use {dev.type} (its random state cannot move); pass --device {was}")
     if ck["step"] >= cfg.steps: raise ValueError(f"steps={cfg.steps}: {out} is already at step {ck['step']}; pass a larger --steps to continue")
+
+def restore_generator(
+    gen: torch.Generator,   # the run's generator, on this run's device
+    state: torch.Tensor,    # `get_state()` of the generator that saved the checkpoint (any device)
+) -> bool:                  # True: the exact stream continues; False: reseeded from the state
+    "Continue a saved random stream; a state from another device type (CPU vs CUDA) reseeds `gen` deterministically from its bytes."
+    try: gen.set_state(state); return True
+    except (RuntimeError, TypeError, ValueError): pass
+    digest = hashlib.sha256(state.detach().cpu().contiguous().numpy().tobytes()).digest()
+    gen.manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
+    return False
+
+class _TensorBoard:
+    "Scalars of each step to TensorBoard event files (rank 0 only); nothing when off."
+    def __init__(self, cfg: RLConfig):
+        self.w = None
+        if cfg.log == "tensorboard" and is_main():
+            from torch.utils.tensorboard import SummaryWriter                   # needs the `tensorboard` package
+            self.w = SummaryWriter(log_dir=str(Path(cfg.checkpoint_out).with_suffix(".tb")))
+    def log(self, m: dict, step: int) -> None:
+        if self.w is None: return
+        for k, v in m.items():
+            if k != "step" and isinstance(v, (int, float)) and v is not None and math.isfinite(v): self.w.add_scalar(f"rl/{k}", v, step)
+    def close(self) -> None:
+        if self.w is not None: self.w.close()
 
 def reinforce_finetune(
     cfg: RLConfig,
@@ -316,7 +376,8 @@ def reinforce_finetune(
 ) -> RLResult:
     "Stage 3: REINFORCE fine-tuning of the SFT policy on BTC training windows."
     cfg.validate()
-    dev = resolve_device(cfg.device)
+    rank, _, world, dev = dist_setup(cfg.device)                               # torchrun: one process per rank (see 11_scale)
+    progress = progress and is_main()
     out = check_writable(cfg.checkpoint_out, "checkpoint_out (--out)")
     tok = load_tokenizer(cfg.tokenizer)
     ck_in = load_checkpoint(cfg.checkpoint_in)
@@ -334,9 +395,9 @@ def reinforce_finetune(
     if cfg.context_len + cfg.horizon > corpus.splits.gap_days // tok.patch_size:
         warnings.warn(f"context_len + horizon exceeds the split gap ({corpus.splits.gap_days} days): validation contexts reach into the training period (no look-ahead, but less separation)")
     vctx, vtgt = (t.to(dev) for t in eval_windows(corpus.btc, *corpus.splits.period("val"), cfg.eval_episodes, cfg.context_len, cfg.horizon))
-    with OutputLock(out):
-        remove_orphan_tmp(out)
-        if out.exists() and not resume and not overwrite:
+    with OutputLock(out) if is_main() else contextlib.nullcontext():          # rank 0 writes; the others only compute
+        if is_main(): remove_orphan_tmp(out)
+        if is_main() and out.exists() and not resume and not overwrite:
             old = load_checkpoint(out)
             old_stale = checkpoint_differences(old, tok, corpus.record)
             if not old_stale:
@@ -351,22 +412,27 @@ def reinforce_finetune(
         if resume:
             ck = load_checkpoint(out)
             _check_resume(ck, cfg, tok, ck_in, corpus.record, dev)
-            policy.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); gen.set_state(ck["rng"])
+            policy.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"])
+            if not restore_generator(gen, ck["rng"]):
+                was = str(ck.get("provenance", {}).get("device") or "cpu")
+                warn_loud(f"--resume: {out} ran on {was}, this run uses {dev}: its random state cannot move, so the stream is "
+                          "reseeded from it (deterministic, but not the steps the original device would have drawn)")
             h = ck["metrics"]["history"]; hist = [dict(zip(h, vals)) for vals in zip(*h.values())]
             start, run_id = ck["step"], ck.get("run_id") or run_id
-        save = lambda step, seconds: _save_rl(cfg, policy, opt, gen, step, tok, corpus, hist, val_ref, seconds, run_id, ck_in)
+        save = lambda step, seconds: is_main() and _save_rl(cfg, policy, opt, gen, step, tok, corpus, hist, val_ref, seconds, run_id, ck_in)
+        tb = _TensorBoard(cfg)
         val_ref = validation_reward(ref, vctx, vtgt, cfg, tok)
         t0, skipped = time.time(), sum(h["skipped_step"] for h in hist)
         bar = tqdm(range(start, cfg.steps), desc=f"rl[{cfg.reward}]", disable=not progress, initial=start, total=cfg.steps)
-        with deferred_interrupt() as intr:
+        with deferred_interrupt() as intr, contextlib.closing(tb):
             for step in bar:
-                m = rl_step(policy, ref, opt, train_ids, cfg, tok, gen)
+                m = rl_step(policy, ref, opt, train_ids, cfg, tok, gen, step)
                 skipped += m["skipped_step"]
                 m.update(step=step + 1, skipped=skipped, val_reward=None, val_reward_ref=None)
                 last = step + 1 == cfg.steps
                 if (step + 1) % cfg.eval_every == 0 or last or step == 0:
                     m.update(val_reward=validation_reward(policy, vctx, vtgt, cfg, tok), val_reward_ref=val_ref)
-                hist.append(m)
+                hist.append(m); tb.log(m, step + 1)
                 bar.set_postfix(reward=f"{m['reward_mean']:.4g}", H=f"{m['entropy']:.2f}", kl=f"{m['kl_ref']:.1e}")
                 if (step + 1) % cfg.save_every == 0 or last or intr.interrupted: save(step + 1, time.time() - t0)
                 if intr.interrupted:
@@ -391,7 +457,13 @@ def ensure_prerequisites(
     progress: bool = True,
     log=print,                  # where to say what is built and why
 ) -> list[str]:                 # what was (re)built, with the reason
-    "Build the tokenizer, pretrain and SFT checkpoints when missing or stale (default paths only)."
+    "Build the tokenizer, pretrain and SFT checkpoints when missing or stale (default paths only; under torchrun, rank 0 builds)."
+    dist_setup(cfg.device)
+    if not is_main(): barrier(); return []                                    # the others wait for rank 0's files
+    try: return _ensure_prerequisites(cfg, progress, log)
+    finally: barrier()
+
+def _ensure_prerequisites(cfg: RLConfig, progress: bool, log) -> list[str]:
     from btc_rl.tokenizer import build_tokenizer
     from btc_rl.train import pretrain, sft
     default = RLConfig()

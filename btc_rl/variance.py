@@ -16,7 +16,7 @@ from .reinforce import sample_windows, sequence_logprobs, advantages, reinforce_
 
 # %% auto #0
 __all__ = ['BASELINES_STUDIED', 'score_gradients', 'expected_token_terms', 'batch_estimates', 'estimator_stats', 'VarianceConfig',
-           'reference_gradient', 'variance_study']
+           'reference_gradients', 'reference_gradient', 'variance_study']
 
 # %% ../nbs/07_variance.ipynb #ac360dd1
 def score_gradients(policy: GPT, ctx: torch.Tensor, toks: torch.Tensor, chunk: int = 32, progress: bool = False) -> torch.Tensor:
@@ -81,7 +81,7 @@ def batch_estimates(
         means, m, base = Rb.mean(1), float(Rb[0].mean()), []
         for i in range(n):
             base.append(m); m = ema_decay * m + (1 - ema_decay) * float(means[i])
-        A = Rb - torch.tensor(base)[:, None]
+        A = Rb - torch.tensor(base, dtype=Rb.dtype, device=Rb.device)[:, None]
     elif baseline == "exact":
         if Rbar is None or Dg is None: raise ValueError("the exact baseline needs Rbar and Dg (token_acc only)")
         A = advantages(Rbar[: n * B].view(n, B), "exact", G)
@@ -109,39 +109,50 @@ class VarianceConfig:
     seed: int = 0
     rewards: tuple = REWARDS            # rewards to measure
 
+def _generator(policy: GPT, seed: int) -> torch.Generator:
+    "A seeded generator on the policy's device (sampling draws its random numbers there)."
+    return torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
+
 @torch.no_grad()
 def _episodes(policy, train_ids, K, G, cfg, gen):
-    ctx, tgt = sample_windows(train_ids, K, cfg.context_len, cfg.horizon, gen)
-    ctx, tgt = ctx.repeat_interleave(G, 0), tgt.repeat_interleave(G, 0)
-    toks, _ = policy.sample(ctx, cfg.horizon, generator=gen)
-    return ctx, tgt, toks
+    ctx, tgt = sample_windows(train_ids.to(gen.device), K, cfg.context_len, cfg.horizon, gen)
+    toks, _ = policy.sample(ctx, cfg.horizon, generator=gen, n_samples=G)     # each context runs once for its G futures
+    return ctx.repeat_interleave(G, 0), tgt.repeat_interleave(G, 0), toks
+
+def reference_gradients(policy: GPT, train_ids: torch.Tensor, rewards: list[str], tok, cfg: VarianceConfig, chunk: int = 512) -> dict:
+    "`reference_gradient` of several rewards on the same episodes: one sampling and one forward pass per chunk, one backward per reward."
+    gen = _generator(policy, cfg.seed + 999)
+    G = max(cfg.group, 2)
+    ctx, tgt, toks = _episodes(policy, train_ids, cfg.ref_episodes // G, G, cfg, gen)
+    A = {r: compute_reward(r, toks, tgt, tok, G) - group_baseline(r, toks, tgt, tok, G) for r in rewards}
+    params = [p for p in policy.parameters()]
+    acc = {r: [None] * len(params) for r in rewards}
+    for i in range(0, len(ctx), chunk):
+        lp, _ = sequence_logprobs(policy, ctx[i:i + chunk], toks[i:i + chunk])
+        for j, r in enumerate(rewards):                                         # the gradient is linear in A: reuse the forward pass
+            gs = torch.autograd.grad(reinforce_loss(lp, A[r][i:i + chunk]) * len(lp) / len(ctx), params,
+                                     retain_graph=j + 1 < len(rewards), allow_unused=True)
+            for k, g in enumerate(gs):
+                if g is not None: acc[r][k] = g if acc[r][k] is None else acc[r][k] + g
+    return {r: -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(acc[r], params)]) for r in rewards}
 
 def reference_gradient(policy: GPT, train_ids: torch.Tensor, reward: str, tok, cfg: VarianceConfig, chunk: int = 512) -> torch.Tensor:
     "A large-sample REINFORCE gradient of the expected reward (of -CRPS / -ES for the group rewards): fresh groups, unbiased group baseline."
-    gen = torch.Generator().manual_seed(cfg.seed + 999)
-    G = max(cfg.group, 2)
-    ctx, tgt, toks = _episodes(policy, train_ids, cfg.ref_episodes // G, G, cfg, gen)
-    A = compute_reward(reward, toks, tgt, tok, G) - group_baseline(reward, toks, tgt, tok, G)
-    policy.zero_grad()
-    for i in range(0, len(A), chunk):
-        lp, _ = sequence_logprobs(policy, ctx[i:i + chunk], toks[i:i + chunk])
-        (reinforce_loss(lp, A[i:i + chunk]) * len(lp) / len(A)).backward()
-    g = -torch.cat([p.grad.flatten() for p in policy.parameters()])
-    policy.zero_grad()
-    return g
+    return reference_gradients(policy, train_ids, [reward], tok, cfg, chunk)[reward]
 
 def variance_study(policy: GPT, train_ids: torch.Tensor, tok, cfg: VarianceConfig = VarianceConfig(), progress: bool = True) -> pd.DataFrame:
     "Estimator statistics for every (G regime, reward, baseline, batch size) on shared samples."
     policy.eval()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    refs, rows = {}, []
-    for G in sorted({1, cfg.group}):                                           # one future per context, then groups of G
+    gen = _generator(policy, cfg.seed)
+    regimes = sorted({1, cfg.group})
+    used = [r for r in cfg.rewards if r not in GROUP_REWARDS or max(regimes) >= 2]
+    refs, rows = reference_gradients(policy, train_ids, used, tok, cfg), []  # one set of reference episodes for every reward
+    for G in regimes:                                           # one future per context, then groups of G
         ctx, tgt, toks = _episodes(policy, train_ids, cfg.contexts * cfg.group // G, G, cfg, gen)
         S = score_gradients(policy, ctx, toks, progress=progress)
         for reward in cfg.rewards:
             if reward in GROUP_REWARDS and G < 2: continue
             R = compute_reward(reward, toks, tgt, tok, G)
-            if reward not in refs: refs[reward] = reference_gradient(policy, train_ids, reward, tok, cfg)
             ref, extra = refs[reward], {"Bg": group_baseline(reward, toks, tgt, tok, G) if G > 1 else None}
             if reward == "token_acc":
                 Rbar, Dg = expected_token_terms(policy, ctx, toks, tgt); extra.update(Rbar=Rbar, Dg=Dg)

@@ -64,3 +64,30 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="checkpoint not found"): load_checkpoint(tmp_path / "none.pt")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a btc_rl checkpoint"): load_checkpoint(tmp_path / "other.pt")
+
+def _multinomial_sampler(m, idx, n_new, temperature=1.0, top_k=None, generator=None):
+    "The one-batch sampler as it was: prefill the cache, then one torch.multinomial draw per step."
+    from btc_rl.model import sampling_logprobs
+    B, T = idx.shape
+    cache = KVCache(m.config, B, T + n_new)
+    with torch.no_grad():
+        logits = m(idx, cache=cache)[0][:, -1]
+        toks = []
+        for i in range(n_new):
+            logp = sampling_logprobs(logits.float(), temperature, top_k)
+            tok = torch.multinomial(logp.exp(), 1, generator=generator); toks.append(tok)
+            if i + 1 < n_new: logits = m(tok, cache=cache)[0][:, -1]
+    return torch.cat(toks, 1)
+
+@pytest.mark.parametrize("top_k,temperature", [(None, 1.0), (3, 0.7)])
+def test_shared_context_sampling_is_the_multinomial_sampler_exactly(top_k, temperature):
+    "n_samples futures per context, decoded in chunks, with the noise drawn ahead: the same tokens as torch.multinomial, bit for bit."
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=12, block_size=48, n_layer=2, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        for p in m.parameters(): p.mul_(8)
+    ctx = torch.randint(0, 12, (7, 20))
+    want = _multinomial_sampler(m, ctx.repeat_interleave(5, 0), 10, temperature, top_k, torch.Generator().manual_seed(1))
+    for chunk in (0, 1, 3):
+        got, _ = m.sample(ctx, 10, temperature, top_k, torch.Generator().manual_seed(1), n_samples=5, chunk=chunk)
+        assert torch.equal(got, want), chunk

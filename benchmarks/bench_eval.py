@@ -1,0 +1,98 @@
+"""Evaluation and variance-study speed, before and after, with a check that the numbers are identical for a fixed seed.
+
+"Before" is the code these replaced, reproduced here and swapped in for the run: the one-batch sampler (every path runs
+its origin's context again; one `torch.multinomial` draw per step) and a reference gradient that samples its own
+episodes for each reward. Both versions run back to back on the same random policy and token series; the outputs must
+be equal bit for bit.
+
+    python benchmarks/bench_eval.py             # policy_paths: 334 origins x 100 paths x 32 tokens; variance study: K=64, 2048 ref. episodes
+    python benchmarks/bench_eval.py --quick     # 84 origins; K=16, 512 reference episodes
+"""
+import argparse, contextlib, time
+import numpy as np
+import torch
+import btc_rl.variance as V
+from btc_rl.model import GPT, GPTConfig, KVCache, sampling_logprobs
+from btc_rl.evaluate import EvalConfig, policy_paths
+from btc_rl.rewards import compute_reward, group_baseline
+from btc_rl.reinforce import sequence_logprobs, reinforce_loss
+
+@torch.no_grad()
+def one_batch_sample(self, idx, n_new, temperature=1.0, top_k=None, generator=None, n_samples=1, chunk=0, **_):
+    "The sampler before: contexts repeated per future, one prefill of all rows, one multinomial draw per step."
+    idx = idx.repeat_interleave(n_samples, 0)
+    B, T = idx.shape
+    cache = KVCache(self.config, B, T + n_new)
+    logits = self(idx, cache=cache)[0][:, -1]
+    toks = torch.empty(B, n_new, dtype=torch.long, device=idx.device); lps = torch.empty(B, n_new, device=idx.device)
+    for i in range(n_new):
+        logp = sampling_logprobs(logits.float(), temperature, top_k)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator)
+        toks[:, i:i + 1], lps[:, i:i + 1] = tok, logp.gather(-1, tok)
+        if i + 1 < n_new: logits = self(tok, cache=cache)[0][:, -1]
+    return toks, lps
+
+def per_reward_references(policy, train_ids, rewards, tok, cfg, chunk=512):
+    "The reference gradients before: each reward samples its own copy of the episodes and runs its own forward and backward."
+    out = {}
+    for reward in rewards:
+        gen = torch.Generator().manual_seed(cfg.seed + 999)
+        G = max(cfg.group, 2)
+        ctx, tgt, toks = V._episodes(policy, train_ids, cfg.ref_episodes // G, G, cfg, gen)
+        A = compute_reward(reward, toks, tgt, tok, G) - group_baseline(reward, toks, tgt, tok, G)
+        policy.zero_grad()
+        for i in range(0, len(A), chunk):
+            lp, _ = sequence_logprobs(policy, ctx[i:i + chunk], toks[i:i + chunk])
+            (reinforce_loss(lp, A[i:i + chunk]) * len(lp) / len(A)).backward()
+        out[reward] = -torch.cat([p.grad.flatten() for p in policy.parameters()])
+        policy.zero_grad()
+    return out
+
+@contextlib.contextmanager
+def before():
+    saved = GPT.sample, V.reference_gradients
+    GPT.sample, V.reference_gradients = one_batch_sample, per_reward_references
+    try: yield
+    finally: GPT.sample, V.reference_gradients = saved
+
+class Tok:
+    "Stand-in tokenizer: token k is a return of (k - 32) / 1000."
+    def decode(self, ids): return (torch.as_tensor(ids).float() - 32) / 1000
+
+def timed(fn):
+    t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    pol = GPT(GPTConfig()).eval()
+    with torch.no_grad():
+        for p in pol.parameters(): p.mul_(5)                                    # a peaked policy, like a trained one
+    ids = torch.randint(0, 64, (3800,), generator=torch.Generator().manual_seed(1))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, default policy ({pol.num_params():,} parameters)\n")
+    print("| job | before (s) | after (s) | speed-up | identical |\n|---|---:|---:|---:|---|")
+    class Series: pass
+    s = Series(); s.ids = ids
+    warm = V.VarianceConfig(contexts=2, group=2, batch_sizes=(2,), ref_episodes=8, context_len=16, horizon=4)
+    V.variance_study(pol, ids[:2700], Tok(), warm, progress=False)           # first-call costs (vmap) out of the timings
+    with before(): V.variance_study(pol, ids[:2700], Tok(), warm, progress=False)
+    n = 84 if a.quick else 334
+    cfg = EvalConfig(horizon=32, context_len=128, n_paths=100, temperature=1.0, top_k=0)
+    orig = np.arange(3400, 3400 + n)
+    new, t_new = timed(lambda: policy_paths(pol, Tok(), s, orig, cfg))
+    with before(): old, t_old = timed(lambda: policy_paths(pol, Tok(), s, orig, cfg))
+    print(f"| policy_paths, {n} origins x 100 paths x 32 tokens | {t_old:.1f} | {t_new:.1f} | {t_old / t_new:.1f}x | {np.array_equal(old, new)} |",
+          flush=True)
+    vc = V.VarianceConfig(contexts=16, group=4, batch_sizes=(4, 8), ref_episodes=512) if a.quick else \
+         V.VarianceConfig(contexts=64, group=4, batch_sizes=(4, 8, 16, 32), ref_episodes=2048)
+    new, t_new = timed(lambda: V.variance_study(pol, ids[:2700], Tok(), vc, progress=False))
+    with before(): old, t_old = timed(lambda: V.variance_study(pol, ids[:2700], Tok(), vc, progress=False))
+    print(f"| variance_study, K={vc.contexts}, G={vc.group}, {vc.ref_episodes} reference episodes, {len(vc.rewards)} rewards | "
+          f"{t_old:.1f} | {t_new:.1f} | {t_old / t_new:.1f}x | {old.equals(new)} |")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Scale-out and device correctness: torchrun-style data parallelism (gloo, 2 processes), sweeps through submitit,
+TensorBoard logs, bf16 autocast on CPU, random state and tensors that follow the policy's device."""
+import copy, os, socket, warnings
+import pytest
+import torch
+import torch.multiprocessing as mp
+from btc_rl.model import GPT, GPTConfig, sampling_logprobs
+from btc_rl.reinforce import RLConfig, rl_step, reinforce_finetune, restore_generator, sequence_logprobs
+from conftest import tiny_rl
+
+class UnitTok:
+    "Stand-in tokenizer: token k decodes to a return of (k - 3) / 100."
+    def decode(self, ids): return (ids.float() - 3) / 100
+
+CASES = [dict(reward="return_mse", baseline="loo", group_size=1), dict(reward="crps", baseline="group", group_size=2),
+         dict(reward="token_acc", baseline="exact", group_size=1, top_k=5, kl_coef=0.1)]
+
+def _setup(case: dict):
+    torch.manual_seed(0)
+    pol = GPT(GPTConfig(vocab_size=8, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        for p in pol.parameters(): p.mul_(10)
+    ref = copy.deepcopy(pol).requires_grad_(False)
+    ids = torch.randint(0, 8, (300,), generator=torch.Generator().manual_seed(0))
+    cfg = RLConfig(batch_episodes=8, context_len=12, horizon=6, grad_clip=1e9, **case).validate()
+    return pol, ref, torch.optim.SGD(pol.parameters(), lr=1.0), ids, cfg
+
+def _step(case: dict):
+    pol, ref, opt, ids, cfg = _setup(case)
+    m = rl_step(pol, ref, opt, ids, cfg, UnitTok(), torch.Generator().manual_seed(1))
+    return pol.state_dict(), m
+
+def _worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from btc_rl.distributed import dist_setup, dist_cleanup
+    dist_setup("cpu")
+    res = [_step(c) for c in CASES]
+    if rank == 0: torch.save(res, out)
+    dist_cleanup()
+
+def _free_port() -> int:
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def test_two_gloo_processes_make_the_single_process_update(tmp_path):
+    "Two processes (gloo, CPU), each sampling half the contexts: the same update and metrics as one process on the same episodes."
+    out = tmp_path / "dist.pt"
+    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=False)
+    for case, (w2, m2) in zip(CASES, got):
+        w1, m1 = _step(case)
+        for k in w1: torch.testing.assert_close(w2[k], w1[k], rtol=1e-6, atol=1e-7, msg=lambda s: f"{case} {k}: {s}")
+        for k in ("reward_mean", "reward_std", "loss", "grad_norm", "entropy", "kl_ref"):
+            assert abs(m2[k] - m1[k]) <= 1e-6 * max(1.0, abs(m1[k])), (case, k, m1[k], m2[k])
+
+def test_sampler_topk_sets_are_reused():
+    "With the sampler's sets given, the teacher-forced log-probs never recompute top-k: a near-tie cannot make log pi = -inf."
+    logits = torch.tensor([[2.0, 1.0, 1.0 - 1e-7, 0.0]])
+    keep = torch.tensor([[True, False, True, False]])                           # the sampler kept token 2 (its logits differed by an ulp)
+    lp = sampling_logprobs(logits, top_k=2, keep=keep)
+    assert torch.isfinite(lp[0, 2]) and lp[0, 1] == float("-inf")
+    assert sampling_logprobs(logits, top_k=2)[0, 2] == float("-inf")           # recomputing would have dropped it
+    pol, _, _, ids, cfg = _setup(dict(top_k=3))
+    ctx = ids[:24].view(2, 12)
+    keep = torch.empty(2, 6, 8, dtype=torch.bool)
+    toks, lps = pol.sample(ctx, 6, top_k=3, generator=torch.Generator().manual_seed(0), keep=keep)
+    assert (keep.sum(-1) >= 3).all()
+    lp, _ = sequence_logprobs(pol, ctx, toks, top_k=3, keep=keep)
+    torch.testing.assert_close(lp, lps, rtol=1e-4, atol=1e-5)
+
+def test_generators_and_noise_follow_the_policy_device(monkeypatch):
+    "Every generator these code paths create names a device derived from the policy (so CUDA policies get CUDA generators)."
+    pol, _, _, ids, _ = _setup({})
+    made, Real = [], torch.Generator
+    def recording(device=None):
+        made.append(device); return Real(device=device) if device is not None else Real()
+    monkeypatch.setattr(torch, "Generator", recording)
+    import numpy as np
+    from btc_rl.variance import VarianceConfig, variance_study
+    from btc_rl.evaluate import EvalConfig, policy_paths
+    from btc_rl.reinforce import validation_reward
+    variance_study(pol, ids, UnitTok(), VarianceConfig(contexts=4, group=2, batch_sizes=(2,), ref_episodes=16, context_len=8,
+                                                        horizon=4, rewards=("token_acc", "return_mse")), progress=False)
+    class Series: pass
+    s = Series(); s.ids = ids
+    policy_paths(pol, UnitTok(), s, np.array([50, 60]), EvalConfig(horizon=4, context_len=8, n_paths=3, temperature=1.0, top_k=0))
+    validation_reward(pol, ids[:16].view(2, 8), ids[16:24].view(2, 4), RLConfig(horizon=4, eval_samples=2, reward="return_mse"), UnitTok())
+    assert made and all(d is not None and torch.device(d).type == "cpu" for d in made), made
+
+def test_restore_generator_continues_or_reseeds_deterministically():
+    g = torch.Generator().manual_seed(3); state = g.get_state(); want = torch.rand(3, generator=g)
+    h = torch.Generator()
+    assert restore_generator(h, state) and torch.equal(torch.rand(3, generator=h), want)
+    cuda_like = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)   # a CUDA generator's 16-byte state
+    a, b = torch.Generator(), torch.Generator()
+    assert not restore_generator(a, cuda_like) and not restore_generator(b, cuda_like)
+    assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
+
+def test_bf16_autocast_runs_on_cpu(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = reinforce_finetune(tiny_rl(tiny, "bf16.pt", steps=2, dtype="bfloat16", top_k=4), progress=False)
+    h = res.history
+    assert len(h) == 2 and h["skipped_step"].sum() == 0 and h[["loss", "entropy", "kl_ref"]].notna().all().all()
+    with pytest.raises(ValueError, match="dtype='float16'"): RLConfig(dtype="float16").validate()
+
+def test_tensorboard_event_files_hold_the_scalars(tiny):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reinforce_finetune(tiny_rl(tiny, "tb.pt", steps=3, log="tensorboard", kl_every=2), progress=False)
+    d = tiny / "tb.tb"
+    assert list(d.glob("events.out.tfevents.*")), "no event file"
+    acc = EventAccumulator(str(d)).Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"rl/reward_mean", "rl/loss", "rl/entropy", "rl/val_reward"} <= set(tags)
+    assert [e.step for e in acc.Scalars("rl/reward_mean")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("rl/kl_ref")] == [1, 3]                # measured every kl_every steps (steps 0 and 2, 0-based)
+
+def test_sweep_of_two_jobs_runs_locally(tiny, tmp_path):
+    from btc_rl.sweep import sweep, sweep_grid
+    jobs, skipped = sweep_grid(seeds=[0, 1], rewards=["return_mse"], baselines=["mean"], group_sizes=[1], steps=2, batch_episodes=4,
+                               context_len=24, horizon=8, eval_every=1, data_dir=str(tiny), tokenizer=str(tiny / "tok.pt"),
+                               checkpoint_in=str(tiny / "sft.pt"), device="cpu")
+    assert len(jobs) == 2 and not skipped
+    res = sweep(jobs, tmp_path / "sw", executor="local", timeout_min=10)
+    assert not res.failed, res.failed
+    assert sorted(res.table.seed) == [0, 1] and (res.table.steps == 2).all() and res.table.gain.notna().all()
+    assert (tmp_path / "sw" / "sweep.csv").is_file() and (tmp_path / "sw" / "sweep.png").is_file()
+    assert all((tmp_path / "sw" / j / "train.ipynb").is_file() for j in res.table.job)
+    assert "return_mse" in res._repr_markdown_()
