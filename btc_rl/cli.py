@@ -11,6 +11,7 @@ from .core import field_docs
 from .data import download_prices
 from .tokenizer import TokenizerConfig, build_tokenizer
 from .model import GPTConfig
+from .distributed import is_main
 from .train import LMConfig, SFT_CONFIG, PRETRAIN_MODEL, pretrain, sft
 from .rewards import REWARDS
 from .reinforce import BASELINES, RLConfig, reinforce_finetune, ensure_prerequisites
@@ -115,8 +116,9 @@ def run(argv: list[str] | None = None) -> object:
             res = pretrain(a.tokenizer, a.out, a.csv, a.data_dir, {k: getattr(a, k) for k in ("n_layer", "n_head", "n_embd")}, cfg, prog)
         else: res = sft(a.tokenizer, a.checkpoint_in, a.out, a.csv, a.data_dir, cfg=cfg, progress=prog)
         b = res["best"]
-        print(f"wrote {a.out}: BTC validation CE {b['ce_bits']:.4f} bits/token (unigram {b['ce_bits_unigram']:.4f}), "
-              f"argmax acc {b['acc_argmax']:.3f} (most frequent {b['acc_most_frequent']:.3f})")
+        if is_main(): print(f"wrote {a.out}: BTC validation CE {b['ce_bits']:.4f} bits/token (unigram {b['ce_bits_unigram']:.4f}), "
+              f"argmax acc {b['acc_argmax']:.3f} (most frequent {b['acc_most_frequent']:.3f})"
+              + (f", 1-day CRPS skill {b['skill_1d']:+.2%} vs the static empirical" if "skill_1d" in b else ""))
         return res
     if a.command == "evaluate":
         cks = ([a.sft] if a.sft and Path(a.sft).is_file() and a.sft not in a.ckpt else []) + list(a.ckpt)
@@ -129,7 +131,7 @@ def run(argv: list[str] | None = None) -> object:
     ensure_prerequisites(cfg, progress=prog, log=lambda m: print(f"btc-rl rl: {m}", file=sys.stderr))
     res = reinforce_finetune(cfg, resume=a.resume, progress=prog, overwrite=a.overwrite)
     s = res.summary
-    print(f"wrote {res.checkpoint}: reward {s['reward']} baseline {s['baseline']}, validation reward "
+    if is_main(): print(f"wrote {res.checkpoint}: reward {s['reward']} baseline {s['baseline']}, validation reward "
           f"{s['val_reward_ref']:.5g} -> {s['val_reward']:.5g}, train reward {s['train_reward_first']:.5g} -> {s['train_reward_last']:.5g}")
     return res
 

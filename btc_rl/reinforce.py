@@ -54,7 +54,7 @@ class RLConfig:
     seed: int = 0                     # the whole run is a function of it (on one device)
     device: str = "auto"              # auto | cpu | cuda
     dtype: str = "float32"            # float32 | bfloat16 (autocast of the forward passes; weights and optimizer stay float32)
-    kl_every: int = 1                 # with kl_coef = 0: steps between kl_ref measurements (the starting policy's pass costs a third of a step; NaN between)
+    kl_every: int = 10                # with kl_coef = 0: steps between kl_ref measurements (the starting policy's pass costs a third of a step; NaN between)
     log: str = "none"                 # none | tensorboard (event files in <checkpoint_out>.tb/, beside the metrics CSV)
     eval_every: int = 25              # steps between validation-reward evaluations
     eval_episodes: int = 64           # fixed validation windows (fixed sampling seed)

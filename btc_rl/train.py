@@ -19,6 +19,7 @@ from .data import data_record
 from .tokenizer import ReturnTokenizer, load_tokenizer, build_tokenizer
 from .corpus import Corpus, TokenSeries, load_corpus, windows, check_tokenizer_data
 from .model import GPT, GPTConfig
+from .distributed import barrier, dist_setup, is_main, rank_world, sync_gradients
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences, parent_record
 
 # %% auto #0
@@ -222,7 +223,9 @@ def train_lm(
     "Teacher-forced next-token training with early stopping on validation cross-entropy; returns the best weights."
     cfg.validate()
     if cfg.seq_len > model.config.block_size: raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's block_size {model.config.block_size}")
-    dev = resolve_device(cfg.device)
+    rank, _, world, dev = dist_setup(cfg.device)                               # torchrun: each rank takes every world-th window
+    if cfg.batch_size % world: raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the {world} processes")
+    progress = progress and is_main()
     torch.manual_seed(cfg.seed); gen = torch.Generator().manual_seed(cfg.seed)
     model.to(dev).train()
     model.config.dropout = cfg.dropout                                         # recorded with the weights
@@ -243,9 +246,9 @@ def train_lm(
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
     for step in bar:
         for g in opt.param_groups: g["lr"] = _lr_at(step, cfg)
-        x, y = lm_batch(data, cfg.batch_size, cfg.seq_len, gen, probs, cfg.rescale)
-        _, loss = model(x.to(dev), y.to(dev))
-        opt.zero_grad(set_to_none=True); loss.backward()
+        x, y = lm_batch(data, cfg.batch_size, cfg.seq_len, gen, probs, cfg.rescale)   # the same global batch on every rank
+        _, loss = model(x[rank::world].to(dev), y[rank::world].to(dev))
+        opt.zero_grad(set_to_none=True); loss.backward(); sync_gradients(model)  # the mean gradient over ranks
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip); opt.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             v = val_fn(model)
@@ -299,8 +302,9 @@ def pretrain(
     model = GPT(mc)
     model, hist = train_lm(model, LMData.from_corpus(corpus, tok), _val_fn(corpus, cfg.seq_len, tok), cfg, "pretrain", progress)
     res = _lm_summary(hist)
-    save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
+    if is_main(): save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
                     config=asdict(cfg), metrics=res, extra={"tokenizer_path": str(tokenizer)})
+    barrier()                                                                  # the file exists for every rank afterwards
     return res
 
 def sft(
@@ -325,8 +329,9 @@ def sft(
     model = model_from_checkpoint(ck)
     model, hist = train_lm(model, LMData.from_corpus(corpus, tok, assets=replay), _val_fn(corpus, cfg.seq_len, tok), cfg, "sft", progress)
     res = _lm_summary(hist)
-    save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
+    if is_main(): save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
                     config=asdict(cfg), metrics=res, extra={"checkpoint_in": str(checkpoint_in)}, parent=parent_record(ck))
+    barrier()
     return res
 
 # %% ../nbs/04_pretrain_sft.ipynb #f0812c5d
