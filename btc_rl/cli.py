@@ -21,7 +21,7 @@ from .evaluate import EvalConfig, evaluate
 __all__ = ['build_parser', 'run', 'main']
 
 # %% ../nbs/09_cli.ipynb #7c79e36a
-_LM_FLAGS = ("steps", "lr", "batch_size", "seq_len", "dropout", "btc_share", "crypto_weight", "rescale", "seed", "device")
+_LM_FLAGS = ("steps", "lr", "batch_size", "seq_len", "context", "dropout", "btc_share", "crypto_weight", "rescale", "seed", "device")
 _RL_FLAGS = {"checkpoint_in": "--in", "checkpoint_out": "--out"}
 _CHOICES = {"reward": REWARDS, "baseline": BASELINES, "period": ("test", "val"), "dtype": ("float32", "bfloat16"),
             "log": ("none", "tensorboard")}
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gap-days", type=int, default=160, help="days between train / val / test periods [default: 160]")
     t.add_argument("--pooled", action="store_true", help="one normalization for all assets instead of one per asset")
     for name, out, dflt in [("pretrain", "checkpoints/pretrain.pt", LMConfig()), ("sft", "checkpoints/sft_btc.pt", SFT_CONFIG)]:
-        s = sub.add_parser(name, help=f"stage {'1: pretrain on every asset' if name == 'pretrain' else '2: supervised fine-tuning on BTC'}")
+        s = sub.add_parser(name, help=f"stage {'1: pretrain on every asset' if name == 'pretrain' else '2: supervised fine-tuning on BTC (half of the windows replay the other assets)'}")
         _common(s, out)
         s.add_argument("--tokenizer", default="models/tokenizer_model.pt", help="tokenizer file [default: models/tokenizer_model.pt]")
         if name == "sft": s.add_argument("--in", dest="checkpoint_in", default="checkpoints/pretrain.pt",

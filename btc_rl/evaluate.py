@@ -91,7 +91,7 @@ def score_paths(paths: np.ndarray, actual: np.ndarray, seed: int = 0) -> dict:
 class EvalConfig:
     "Walk-forward evaluation knobs."
     horizon: int | None = None         # tokens per sampled path (None: the first RL checkpoint's, else 32)
-    context_len: int | None = None     # tokens of context (None: each checkpoint's own; SFT: its training seq_len)
+    context_len: int | None = None     # tokens of context (None: each checkpoint's own; SFT: its validation context)
     n_paths: int = 100         # N paths per origin, the same for every model
     stride: int = 1            # tokens between origins
     period: str = "test"       # test | val
@@ -117,7 +117,7 @@ class EvalConfig:
 def policy_config(cfg: EvalConfig, ck: dict) -> EvalConfig:
     "The settings a policy is sampled with: what `cfg` sets, else the checkpoint's own (RL config, or SFT's seq_len)."
     c = ck.get("config", {})
-    own = {"context_len": c.get("context_len", c.get("seq_len", 128)), "horizon": c.get("horizon", 32),
+    own = {"context_len": c.get("context_len") or c.get("context") or c.get("seq_len", 128), "horizon": c.get("horizon", 32),
            "temperature": c.get("temperature", 1.0), "top_k": c.get("top_k", 0)}
     return replace(cfg, **{k: v for k, v in own.items() if getattr(cfg, k) is None})
 

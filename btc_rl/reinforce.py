@@ -42,7 +42,7 @@ class RLConfig:
     pnl_cost: float = 0.001           # pnl: cost per unit of turnover (fraction of notional)
     steps: int = 200                  # optimizer steps
     batch_episodes: int = 8           # episodes (sampled futures) per step
-    context_len: int = 128            # tokens of past each episode conditions on
+    context_len: int = 64             # tokens of past each episode conditions on (stages 1-2 train on windows of context + horizon)
     horizon: int = 32                 # tokens sampled and scored per episode
     lr: float = 1e-5                  # AdamW learning rate
     beta1: float = 0.9                # AdamW beta1 (momentum)
@@ -490,9 +490,9 @@ def _ensure_prerequisites(cfg: RLConfig, progress: bool, log) -> list[str]:
     pre_ck = load_checkpoint(pre) if pre.is_file() else None
     pre_why = "missing" if pre_ck is None else "; ".join(checkpoint_differences(pre_ck, tok, record, assets=True))
     if pre_why:
-        build(pre, pre_why, lambda: pretrain(cfg.tokenizer, pre, cfg.csv or None, cfg.data_dir, progress=progress))
+        build(pre, pre_why, lambda: pretrain(cfg.tokenizer, pre, cfg.csv or None, cfg.data_dir, progress=progress, distributed=False))
         pre_ck = load_checkpoint(pre)
     sft_why = "missing" if not sft_path.is_file() else "; ".join(checkpoint_differences(load_checkpoint(sft_path), tok, record, parent=pre_ck))
     if sft_why:
-        build(sft_path, sft_why, lambda: sft(cfg.tokenizer, pre, sft_path, cfg.csv or None, cfg.data_dir, progress=progress))
+        build(sft_path, sft_why, lambda: sft(cfg.tokenizer, pre, sft_path, cfg.csv or None, cfg.data_dir, progress=progress, distributed=False))
     return built

@@ -19,7 +19,7 @@ from .data import data_record
 from .tokenizer import ReturnTokenizer, load_tokenizer, build_tokenizer
 from .corpus import Corpus, TokenSeries, load_corpus, windows, check_tokenizer_data
 from .model import GPT, GPTConfig
-from .distributed import barrier, dist_setup, is_main, rank_world, sync_gradients
+from .distributed import all_reduce_mean, barrier, dist_setup, is_main, rank_world, sync_gradients
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences, parent_record
 
 # %% auto #0
@@ -178,7 +178,8 @@ class LMConfig:
     "Stage 1 / stage 2 training knobs; the defaults are stage 1 of the recipe search's winner."
     steps: int = 600             # maximum optimizer steps
     batch_size: int = 32         # windows per step
-    seq_len: int = 128           # tokens per window (= the context Stage 3 uses)
+    seq_len: int = 96            # tokens per training window (at least context + Stage 3's horizon: no unseen positions)
+    context: int = 64            # tokens of history each validation prediction sees, = Stage 3's context_len (0: seq_len)
     lr: float = 1e-3             # peak learning rate
     min_lr: float = 1e-4         # cosine floor
     warmup: int = 50             # linear warm-up steps
@@ -196,6 +197,7 @@ class LMConfig:
     def validate(self) -> "LMConfig":
         "Raise `ValueError` naming the first bad parameter."
         check_fields(self)
+        if not 0 <= self.context <= self.seq_len: raise ValueError(f"context={self.context}: must lie in [0, seq_len={self.seq_len}]")
         for k in ("steps", "batch_size", "seq_len", "eval_every", "patience", "warmup"):
             if getattr(self, k) < 1: raise ValueError(f"{k}={getattr(self, k)}: must be >= 1")
         for k in ("lr", "grad_clip"):
@@ -219,14 +221,15 @@ def train_lm(
     cfg: LMConfig,
     desc: str = "train",
     progress: bool = True,
+    distributed: bool = True,         # under torchrun, train data-parallel with the other ranks (False: this process alone)
 ) -> tuple[GPT, list[dict]]:          # the best model (by validation) and the evaluation history
     "Teacher-forced next-token training with early stopping on validation cross-entropy; returns the best weights."
     cfg.validate()
     if cfg.seq_len > model.config.block_size: raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's block_size {model.config.block_size}")
-    rank, _, world, dev = dist_setup(cfg.device)                               # torchrun: each rank takes every world-th window
+    rank, _, world, dev = dist_setup(cfg.device) if distributed else (0, 0, 1, resolve_device(cfg.device))  # torchrun: every world-th window
     if cfg.batch_size % world: raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the {world} processes")
     progress = progress and is_main()
-    torch.manual_seed(cfg.seed); gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank); gen = torch.Generator().manual_seed(cfg.seed)   # own dropout masks; one batch stream
     model.to(dev).train()
     model.config.dropout = cfg.dropout                                         # recorded with the weights
     for m in model.modules():
@@ -248,10 +251,12 @@ def train_lm(
         for g in opt.param_groups: g["lr"] = _lr_at(step, cfg)
         x, y = lm_batch(data, cfg.batch_size, cfg.seq_len, gen, probs, cfg.rescale)   # the same global batch on every rank
         _, loss = model(x[rank::world].to(dev), y[rank::world].to(dev))
-        opt.zero_grad(set_to_none=True); loss.backward(); sync_gradients(model)  # the mean gradient over ranks
+        opt.zero_grad(set_to_none=True); loss.backward()
+        if world > 1: sync_gradients(model)                                    # the mean gradient over ranks
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip); opt.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             v = val_fn(model)
+            if world > 1: v = {k: float(all_reduce_mean(torch.tensor(float(x), device=dev))) for k, x in v.items()}  # one decision
             hist.append({"step": step + 1, "train_loss_bits": loss.item() / math.log(2), **v, "seconds": time.time() - t0})
             bar.set_postfix(train=f"{loss.item() / math.log(2):.3f}", val=f"{v['ce_bits']:.3f}")
             if v["ce_bits"] < best - 1e-4: best, best_state, bad = v["ce_bits"], copy.deepcopy(model.state_dict()), 0
@@ -281,7 +286,7 @@ def _stale_error(path, diffs: list[str], command: str) -> ValueError:
 
 PRETRAIN_MODEL = GPTConfig(n_layer=4, n_head=4, n_embd=64)          # the policy stage 1 trains (0.2M parameters; chosen below)
 SFT_CONFIG = LMConfig(steps=300, lr=3e-4, min_lr=3e-5, warmup=20, eval_every=25, patience=4,
-                      btc_share=1.0, rescale=0.0)                     # stage 2: gentler than stage 1, BTC alone, as it is
+                      btc_share=0.5, rescale=0.0)                     # stage 2: gentler, half BTC, half replay of the other assets
 
 def pretrain(
     tokenizer: str | os.PathLike = "models/tokenizer_model.pt",
@@ -291,6 +296,7 @@ def pretrain(
     model_cfg: GPTConfig | dict | None = None,   # a GPTConfig, or fields over PRETRAIN_MODEL (the vocabulary comes from the tokenizer)
     cfg: LMConfig = LMConfig(),
     progress: bool = True,
+    distributed: bool = True,             # under torchrun, train with the other ranks (False: this process alone, e.g. rank 0 building)
 ) -> dict:
     "Stage 1: next-token pretraining on the training period of every asset."
     cfg.validate(); check_writable(out)
@@ -300,11 +306,11 @@ def pretrain(
     if mc.vocab_size != tok.vocab_size: raise ValueError(f"vocab_size {mc.vocab_size} != tokenizer's {tok.vocab_size}")
     torch.manual_seed(cfg.seed)
     model = GPT(mc)
-    model, hist = train_lm(model, LMData.from_corpus(corpus, tok), _val_fn(corpus, cfg.seq_len, tok), cfg, "pretrain", progress)
+    model, hist = train_lm(model, LMData.from_corpus(corpus, tok), _val_fn(corpus, cfg.context or cfg.seq_len, tok), cfg, "pretrain", progress, distributed)
     res = _lm_summary(hist)
-    if is_main(): save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
+    if is_main() or not distributed: save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
                     config=asdict(cfg), metrics=res, extra={"tokenizer_path": str(tokenizer)})
-    barrier()                                                                  # the file exists for every rank afterwards
+    if distributed: barrier()                                                  # the file exists for every rank afterwards
     return res
 
 def sft(
@@ -315,6 +321,7 @@ def sft(
     data_dir: str | os.PathLike = "data",
     cfg: LMConfig = None,                 # default: SFT_CONFIG
     progress: bool = True,
+    distributed: bool = True,             # under torchrun, train with the other ranks (False: this process alone)
 ) -> dict:
     "Stage 2: supervised fine-tuning (teacher forcing) on BTC training-period tokens (with replay of the other assets if 0 < `btc_share` < 1)."
     cfg = cfg or SFT_CONFIG
@@ -327,15 +334,15 @@ def sft(
     diffs = checkpoint_differences(ck, tok, corpus.record)
     if diffs: raise _stale_error(checkpoint_in, diffs, "btc-rl pretrain")
     model = model_from_checkpoint(ck)
-    model, hist = train_lm(model, LMData.from_corpus(corpus, tok, assets=replay), _val_fn(corpus, cfg.seq_len, tok), cfg, "sft", progress)
+    model, hist = train_lm(model, LMData.from_corpus(corpus, tok, assets=replay), _val_fn(corpus, cfg.context or cfg.seq_len, tok), cfg, "sft", progress, distributed)
     res = _lm_summary(hist)
-    if is_main(): save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
+    if is_main() or not distributed: save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
                     config=asdict(cfg), metrics=res, extra={"checkpoint_in": str(checkpoint_in)}, parent=parent_record(ck))
-    barrier()
+    if distributed: barrier()
     return res
 
 # %% ../nbs/04_pretrain_sft.ipynb #f0812c5d
-SEARCH_STAGE1 = LMConfig(steps=1500, batch_size=32, seq_len=128, lr=1e-3, min_lr=1e-4, warmup=50, weight_decay=0.1, grad_clip=1.0,
+SEARCH_STAGE1 = LMConfig(steps=1500, batch_size=32, seq_len=128, context=0, lr=1e-3, min_lr=1e-4, warmup=50, weight_decay=0.1, grad_clip=1.0,
                          dropout=0.1, eval_every=25, patience=8, btc_share=0.0, crypto_weight=1.0, rescale=0.0, seed=0)  # what a recipe changes
 SEARCH_STAGE2 = replace(SEARCH_STAGE1, steps=600, lr=3e-4, min_lr=3e-5, warmup=20, btc_share=1.0)                    # (fixed: cached rows keep their meaning)
 
@@ -383,7 +390,8 @@ def recipe_search(
         pre_path = folder / f"pretrain_{hashlib.sha1((r.stage1_key() + tok.fingerprint()).encode()).hexdigest()[:12]}.pt"
         if pre_path.is_file():                                                 # the same stage 1 ran for another stage 2
             pre = load_checkpoint(pre_path)["metrics"]
-            seconds = float(done.loc[done["stage1_key"] == r.stage1_key(), "seconds"].iloc[0]) if "stage1_key" in done else float("nan")
+            prev = done.loc[(done.get("stage1_key") == r.stage1_key()) & (done.get("stage") == "stage 1"), "seconds"] if "stage1_key" in done else []
+            seconds = float(prev.iloc[0]) if len(prev) else float("nan")                # its time, when a row recorded it
         else:
             pre = pretrain(tok.path, pre_path, data_dir=data_dir, model_cfg=GPTConfig(vocab_size=tok.vocab_size, **r.model),
                            cfg=replace(SEARCH_STAGE1, **r.stage1), progress=False)
@@ -405,6 +413,7 @@ _S1 = dict(steps=600, eval_every=50, patience=4)                  # the search's
 _S2 = dict(steps=300, eval_every=25, patience=4)                  # and stage 2's
 _R = dict(rescale=0.5)
 _W = dict(n_layer=4, n_head=4, n_embd=64)                         # 0.2M parameters
+_C64, _C32 = dict(seq_len=96, context=64), dict(seq_len=64, context=32)   # Stage 3 context; windows also cover a 32-token horizon
 RECIPES = [
     Recipe("pooled norm, 2x32", per_asset=False, stage1=_S1, stage2=_S2),
     Recipe("per-asset norm, 2x32", stage1=_S1, stage2=_S2),
@@ -418,9 +427,13 @@ RECIPES = [
     Recipe("per-asset, 4x64, rescale 0.5, dropout 0", model=_W, stage1=_S1 | _R | dict(dropout=0.0), stage2=_S2 | dict(dropout=0.0)),
     Recipe("per-asset, 4x128 (0.8M), rescale 0.5, 150 steps", model=dict(n_layer=4, n_head=4, n_embd=128),
            stage1=_S1 | _R | dict(steps=150, eval_every=25), stage2=_S2),
-    Recipe("per-asset, 4x64, rescale 0.5; stage 2 lr 1e-4", model=_W, stage1=_S1 | _R, stage2=_S2 | dict(lr=1e-4, min_lr=1e-5)),
-    Recipe("per-asset, 4x64, rescale 0.5; stage 2 replay 50%", model=_W, stage1=_S1 | _R, stage2=_S2 | dict(btc_share=0.5)),
-    Recipe("per-asset, 4x64, rescale 0.5; stage 2 rescale 0.5", model=_W, stage1=_S1 | _R, stage2=_S2 | _R),
-    Recipe("per-asset, 4x64, rescale 0.5, seed 1", model=_W, stage1=_S1 | _R | dict(seed=1), stage2=_S2 | dict(seed=1)),
+    Recipe("per-asset, 4x64, rescale 0.5, context 64, windows 96", model=_W, stage1=_S1 | _R | _C64, stage2=_S2 | _C64),
+    Recipe("per-asset, 4x64, rescale 0.5, context 32, windows 64", model=_W, stage1=_S1 | _R | _C32, stage2=_S2 | _C32),
+    Recipe("per-asset, 4x128 (0.8M), rescale 0.5, context 64, windows 96", model=dict(n_layer=4, n_head=4, n_embd=128),
+           stage1=_S1 | _R | _C64, stage2=_S2 | _C64),
+    Recipe("context 64, windows 96; stage 2 lr 1e-4", model=_W, stage1=_S1 | _R | _C64, stage2=_S2 | _C64 | dict(lr=1e-4, min_lr=1e-5)),
+    Recipe("context 64, windows 96; stage 2 replay 50%", model=_W, stage1=_S1 | _R | _C64, stage2=_S2 | _C64 | dict(btc_share=0.5)),
+    Recipe("context 64, windows 96; stage 2 rescale 0.5", model=_W, stage1=_S1 | _R | _C64, stage2=_S2 | _C64 | _R),
+    Recipe("context 64, windows 96; seed 1", model=_W, stage1=_S1 | _R | _C64 | dict(seed=1), stage2=_S2 | _C64 | dict(seed=1)),
 ]
 

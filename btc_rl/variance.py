@@ -104,7 +104,7 @@ class VarianceConfig:
     group: int = 4                      # G sampled futures per context; the G = 1 regime uses K * G contexts
     batch_sizes: tuple = (4, 8, 16, 32, 64)
     ref_episodes: int = 4096            # episodes of the large-sample reference gradient (in groups of G)
-    context_len: int = 128
+    context_len: int = 64
     horizon: int = 32
     seed: int = 0
     rewards: tuple = REWARDS            # rewards to measure

@@ -26,7 +26,7 @@ def tiny(tmp_path_factory) -> Path:
     from btc_rl.train import pretrain, sft, LMConfig
     from btc_rl.model import GPTConfig
     d = tmp_path_factory.mktemp("tiny")
-    lm = LMConfig(steps=20, batch_size=8, seq_len=24, eval_every=20)
+    lm = LMConfig(steps=20, batch_size=8, seq_len=24, context=0, eval_every=20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         build_tokenizer(data_dir=d, out=d / "tok.pt", cfg=TokenizerConfig(codebook_size=16, steps=100), gap_days=40, progress=False)

@@ -97,11 +97,11 @@ def test_pretrain_with_rescale_weights_and_model_fields(tiny, tmp_path):
     d = tiny
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lm = LMConfig(steps=6, batch_size=4, seq_len=24, eval_every=3, rescale=0.5, crypto_weight=2.0, btc_share=0.3)
+        lm = LMConfig(steps=6, batch_size=4, seq_len=24, context=16, eval_every=3, rescale=0.5, crypto_weight=2.0, btc_share=0.3)
         res = pretrain(d / "tok.pt", tmp_path / "pre.pt", data_dir=d, model_cfg=dict(n_layer=1, n_head=2, n_embd=16), cfg=lm, progress=False)
         ck = load_checkpoint(tmp_path / "pre.pt")
         assert ck["model_config"]["n_embd"] == 16 and ck["config"]["rescale"] == 0.5
         assert "skill_1d" in res["best"] and math.isfinite(res["best"]["skill_1d"])
         post = sft(d / "tok.pt", tmp_path / "pre.pt", tmp_path / "sft.pt", data_dir=d,
-                   cfg=LMConfig(steps=3, batch_size=4, seq_len=24, eval_every=3, btc_share=0.5), progress=False)
+                   cfg=LMConfig(steps=3, batch_size=4, seq_len=24, context=16, eval_every=3, btc_share=0.5), progress=False)
         assert post["best"]["ce_bits"] <= res["best"]["ce_bits"] + 1e-9            # step 0 is the starting point

@@ -99,7 +99,7 @@ def test_restore_generator_continues_or_reseeds_deterministically():
 def test_bf16_autocast_runs_on_cpu(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = reinforce_finetune(tiny_rl(tiny, "bf16.pt", steps=2, dtype="bfloat16", top_k=4), progress=False)
+        res = reinforce_finetune(tiny_rl(tiny, "bf16.pt", steps=2, dtype="bfloat16", top_k=4, kl_every=1), progress=False)
     h = res.history
     assert len(h) == 2 and h["skipped_step"].sum() == 0 and h[["loss", "entropy", "kl_ref"]].notna().all().all()
     with pytest.raises(ValueError, match="dtype='float16'"): RLConfig(dtype="float16").validate()
@@ -136,7 +136,7 @@ def _lm_run_last():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=8, block_size=32, n_layer=1, n_head=2, n_embd=16))
     seqs = [torch.randint(0, 8, (n,), generator=torch.Generator().manual_seed(n)) for n in (60, 90)]
-    cfg = LMConfig(steps=3, batch_size=8, seq_len=12, eval_every=1, patience=10, dropout=0.0, rescale=0.0, device="cpu")
+    cfg = LMConfig(steps=3, batch_size=8, seq_len=12, context=0, eval_every=1, patience=10, warmup=1, dropout=0.0, rescale=0.0, device="cpu")
     calls = iter(range(100))
     model, _ = train_lm(model, seqs, lambda m: {"ce_bits": -float(next(calls))}, cfg, progress=False)
     return model.state_dict()
