@@ -6,14 +6,15 @@ The floor is the exact-REINFORCE cost: one teacher-forced forward + backward ove
 (QKᵀ and AV over the lower triangle, forward + backward: 6·L·B·T²·C), at the measured matmul peak. Sampling, the
 reward, the optimizer and the starting policy's pass (the KL) come on top of it.
 
-    python benchmarks/bench_rl.py                         # default (2x32, 29k) and 4x128 (0.8M) policies, B = 64 and 256
+    python benchmarks/bench_rl.py                         # 2x32 (29k), the default 4x64 (0.2M) and 4x128 (0.8M), B = 64 and 256
     python benchmarks/bench_rl.py --size 8x256x8 --batch 64 --threads 2 --repeats 3
     PYTHONPATH=<old checkout> python benchmarks/bench_rl.py   # an older btc_rl: totals only (no split)
 
 Columns: `step` is `rl_step` with the defaults (KL to the starting policy measured every step), `step, no KL pass` the
 same step when the KL pass is skipped (kl_coef = 0 and the step is not a `kl_every` step: exact REINFORCE), `% floor`
 = floor / time. The split is of the `step` column; `other` is what the named parts leave (window draws, advantages,
-metrics). Times are medians over the repeats.
+metrics). `default step` is what a step costs on average with the default `kl_every` (the KL pass on one step in
+`kl_every` when kl_coef = 0): (step + (kl_every - 1) * no-KL step) / kl_every. Times are medians over the repeats.
 """
 import argparse, contextlib, inspect, statistics, time
 import torch
@@ -99,7 +100,7 @@ def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", action="append", help="LAYERSxWIDTHxHEADS, repeatable [default: 2x32x2 and 4x128x4]")
+    ap.add_argument("--size", action="append", help="LAYERSxWIDTHxHEADS, repeatable [default: 2x32x2, 4x64x4 and 4x128x4]")
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 256], help="batch_episodes [default: 64 256]")
     ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     ap.add_argument("--repeats", type=int, default=3)
@@ -107,19 +108,21 @@ def main():
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.quick: a.repeats, a.batch = 1, [64]
-    sizes = a.size or ["2x32x2", "4x128x4"]
+    sizes = a.size or ["2x32x2", "4x64x4", "4x128x4"]
+    K = RLConfig().kl_every if "kl_every" in RLConfig.__dataclass_fields__ else 1
     peak = matmul_peak()
     ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))  # ~ the BTC training period, in tokens
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s (float32), "
           f"context 128, horizon 32, reward token_acc, batch-mean baseline\n")
-    print("| policy | params | B | floor (s) | step (s) | % floor | step, no KL pass (s) | % floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| policy | params | B | floor (s) | step (s) | % floor | step, no KL pass (s) | % floor | default step (kl_every={K}) (s) | % floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for s in sizes:
         for B in a.batch:
             r = run(s, B, ids, a.repeats, peak); rows.append(r)
             print(f"| {r['size']} | {r['params']:,} | {B} | {r['floor']:.3f} | {r['step']:.3f} | {r['floor'] / r['step']:.0%} | "
-                  f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} |", flush=True)
+                  f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} | {(r['step'] + (K - 1) * r['nokl']) / K:.3f} | "
+                  f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} |", flush=True)
     names = ["sampling", "reward", "teacher-forced pass", "backward", "optimizer", "KL (starting policy's pass)"]
     if any(r["parts"] for r in rows):
         print("\nWhere a `step` goes (seconds; share of the step):\n")
