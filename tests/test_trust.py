@@ -200,8 +200,8 @@ def _small_builders(monkeypatch):
     bt, pre, sft = T.build_tokenizer, TR.pretrain, TR.sft
     lm = LMConfig(steps=10, batch_size=8, seq_len=24, context=0, eval_every=10)
     monkeypatch.setattr(T, "build_tokenizer", lambda csv, d, out, progress=True: bt(csv, d, out, TokenizerConfig(codebook_size=16, steps=50), 40, progress=False))
-    monkeypatch.setattr(TR, "pretrain", lambda tok, out, csv, d, progress=True: pre(tok, out, csv, d, GPTConfig(vocab_size=16, block_size=64, n_layer=1, n_head=2, n_embd=16), lm, progress=False))
-    monkeypatch.setattr(TR, "sft", lambda tok, pre_, out, csv, d, progress=True: sft(tok, pre_, out, csv, d, lm, progress=False))
+    monkeypatch.setattr(TR, "pretrain", lambda tok, out, csv, d, progress=True, distributed=True: pre(tok, out, csv, d, GPTConfig(vocab_size=16, block_size=64, n_layer=1, n_head=2, n_embd=16), lm, progress=False, distributed=distributed))
+    monkeypatch.setattr(TR, "sft", lambda tok, pre_, out, csv, d, progress=True, distributed=True: sft(tok, pre_, out, csv, d, lm, progress=False, distributed=distributed))
 
 def test_artifacts_follow_the_data(tmp_path, monkeypatch):
     """A data-less run builds on the synthetic sample; once real data arrive, the next run rebuilds all three
