@@ -103,7 +103,7 @@ def crps_discrete(
     atoms: torch.Tensor,       # (V,) the value each token stands for
     y: torch.Tensor,           # (n,) observations
 ) -> torch.Tensor:             # (n,) CRPS of each forecast
-    "Exact CRPS of a distribution on a few atoms: E|X - y| - E|X - X'|/2."
+    "Exact CRPS of a distribution on a few atoms: `E|X - y| - E|X - X'|/2`."
     pair = (atoms[:, None] - atoms[None, :]).abs()
     return (p * (atoms[None] - y[:, None]).abs()).sum(-1) - 0.5 * torch.einsum("nk,kl,nl->n", p, pair, p)
 
