@@ -55,7 +55,7 @@ def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) ->
 # %% ../nbs/03_model.ipynb #416e693a
 class KVCache:
     "Per-layer keys and values for incremental decoding of a batch; buffers follow the device and dtype of the first keys stored."
-    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device=None, dtype=None):  # device, dtype: taken from the keys
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int):
         self.shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)     # (L, B, H, T_max, hd)
         self.k = self.v = None
         self.pos, self.max_len, self.n_layer = 0, max_len, cfg.n_layer

@@ -46,6 +46,11 @@ class LMData:
                              dtype=torch.float32) for n, i in zip(names, ids)]
         return cls(ids, names, z, tok.encode_normalized)
 
+    @classmethod
+    def of(cls, seqs: "list[torch.Tensor] | LMData") -> "LMData":
+        "`seqs` itself if it is an `LMData`, else unnamed token sequences (no weights, no rescaling)."
+        return seqs if isinstance(seqs, LMData) else cls(list(seqs), [""] * len(seqs))
+
     def to(self, device) -> "LMData":
         return replace(self, ids=[s.to(device) for s in self.ids], z=None if self.z is None else [s.to(device) for s in self.z])
 
@@ -74,7 +79,7 @@ def lm_batch(
     rescale: float = 0.0,               # multiply each window's normalized returns by exp(u), u ~ U(-rescale, rescale), then tokenize
 ) -> tuple[torch.Tensor, torch.Tensor]: # x, y: (batch_size, seq_len) each
     "Random windows (x, y), never crossing from one sequence into another, optionally volatility-rescaled."
-    data = seqs if isinstance(seqs, LMData) else LMData(list(seqs), [""] * len(seqs))
+    data = LMData.of(seqs)
     lens = torch.tensor([max(len(s) - seq_len, 0) for s in data.ids])
     if lens.sum() == 0: raise ValueError(f"no sequence is longer than seq_len={seq_len} tokens")
     if probs is None:                                                          # uniform over every valid start
@@ -88,14 +93,12 @@ def lm_batch(
         if data.z is None or data.encode is None: raise ValueError("rescale > 0 needs normalized returns and an encoder (LMData.from_corpus)")
         scale = torch.exp((2 * torch.rand(batch_size, generator=gen) - 1) * rescale)
     dev = data.ids[0].device
-    w = torch.empty(batch_size, seq_len + 1, dtype=torch.long, device=dev)
+    src, P = (data.z, len(data.z[0]) // len(data.ids[0])) if rescale > 0 else (data.ids, 1)   # returns to rescale, or tokens
+    w = torch.empty(batch_size, (seq_len + 1) * P, dtype=src[0].dtype, device=dev)
     for a in which.unique().tolist():                                          # one gather per asset, not per window
         rows = (which == a).nonzero().flatten()
-        if rescale > 0:
-            P = len(data.z[a]) // len(data.ids[a])
-            zw = windows(data.z[a], start[rows] * P, (seq_len + 1) * P) * scale[rows, None].to(dev)
-            w[rows.to(dev)] = data.encode(zw)
-        else: w[rows.to(dev)] = windows(data.ids[a], start[rows], seq_len + 1)
+        w[rows.to(dev)] = windows(src[a], start[rows] * P, (seq_len + 1) * P)
+    if rescale > 0: w = data.encode(w * scale[:, None].to(dev))                # one tokenization for the whole batch
     return w[:, :-1], w[:, 1:]
 
 def crps_discrete(
@@ -242,7 +245,7 @@ def train_lm(
     t0 = time.time()
     v = val_fn(model)                                                          # step 0: fine-tuning can only improve on its start
     best, best_state, bad, hist = v["ce_bits"], copy.deepcopy(model.state_dict()), 0, [{"step": 0, "train_loss_bits": float("nan"), **v, "seconds": 0.0}]
-    data = (train_seqs if isinstance(train_seqs, LMData) else LMData(list(train_seqs), [""] * len(train_seqs))).to(dev)
+    data = LMData.of(train_seqs).to(dev)
     probs = None                                                               # default: every window equally likely
     if cfg.btc_share > 0 or cfg.crypto_weight != 1:
         probs = sampling_probs(data.names, [max(len(s) - cfg.seq_len, 0) for s in data.ids], cfg.btc_share, cfg.crypto_weight)
@@ -386,21 +389,19 @@ def recipe_search(
     for r in tqdm(recipes, desc="recipes", disable=not progress):
         tok = toks[r.per_asset]
         if ((done["key"] == r.key()) & (done["tokenizer"] == tok.fingerprint())).any(): continue   # same recipe, same data
-        t0 = time.time()
+        t0 = time.time(); mc, cfg1, cfg2 = r.configs(tok.vocab_size)
         pre_path = folder / f"pretrain_{hashlib.sha1((r.stage1_key() + tok.fingerprint()).encode()).hexdigest()[:12]}.pt"
         if pre_path.is_file():                                                 # the same stage 1 ran for another stage 2
             pre = load_checkpoint(pre_path)["metrics"]
             prev = done.loc[(done.get("stage1_key") == r.stage1_key()) & (done.get("stage") == "stage 1"), "seconds"] if "stage1_key" in done else []
             seconds = float(prev.iloc[0]) if len(prev) else float("nan")                # its time, when a row recorded it
         else:
-            pre = pretrain(tok.path, pre_path, data_dir=data_dir, model_cfg=GPTConfig(vocab_size=tok.vocab_size, **r.model),
-                           cfg=replace(SEARCH_STAGE1, **r.stage1), progress=False)
+            pre = pretrain(tok.path, pre_path, data_dir=data_dir, model_cfg=mc, cfg=cfg1, progress=False)
             seconds = time.time() - t0
-        rows = [_search_row(r, tok, "stage 1", pre, seconds, model_from_checkpoint(load_checkpoint(pre_path)).num_params())]
-        if r.stage2 is not None:
+        rows = [_search_row(r, tok, "stage 1", pre, seconds, GPT(mc).num_params())]
+        if cfg2 is not None:
             t1 = time.time()
-            post = sft(tok.path, pre_path, folder / "sft.pt", data_dir=data_dir,
-                       cfg=replace(SEARCH_STAGE2, **r.stage2), progress=False)
+            post = sft(tok.path, pre_path, folder / "sft.pt", data_dir=data_dir, cfg=cfg2, progress=False)
             rows.append(_search_row(r, tok, "stage 1 + 2", post, time.time() - t1, rows[0]["params"]))
         done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
         atomic_write_text(done.to_csv(index=False), out)
