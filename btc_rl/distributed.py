@@ -5,12 +5,15 @@
 # %% ../nbs/11_scale.ipynb #5eb76ec5
 from __future__ import annotations
 import os
+from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 from .core import resolve_device
 
+_T = TypeVar("_T")
+
 # %% auto #0
-__all__ = ['rank_world', 'is_main', 'dist_setup', 'dist_cleanup', 'all_reduce_mean', 'all_gather_cat', 'barrier',
+__all__ = ['rank_world', 'is_main', 'dist_setup', 'dist_cleanup', 'all_reduce_mean', 'all_gather_cat', 'barrier', 'on_main',
            'sync_gradients']
 
 # %% ../nbs/11_scale.ipynb #17283e7c
@@ -56,6 +59,22 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     "Wait for every process (nothing in a single process)."
     if rank_world()[1] > 1: dist.barrier()
+
+def on_main(fn: Callable[[], _T]) -> _T | None:
+    """Call `fn` on rank 0 only while the others wait; `fn`'s result on rank 0, None elsewhere (a single process: `fn()`).
+    If `fn` raised, every process raises: rank 0 its own error, the others a RuntimeError quoting it, so no rank is
+    left waiting for a collective that will never come."""
+    rank, world = rank_world()
+    if world == 1: return fn()
+    out, err = None, None
+    if rank == 0:
+        try: out = fn()
+        except BaseException as e: err = e
+    box = [None if err is None else f"{type(err).__name__}: {err}"]
+    dist.broadcast_object_list(box, src=0)                                     # also the barrier
+    if err is not None: raise err
+    if box[0] is not None: raise RuntimeError(f"rank 0 stopped: {box[0]}")
+    return out
 
 def sync_gradients(model: torch.nn.Module) -> None:
     "Replace every parameter's gradient by its mean over processes (one all-reduce); a missing gradient counts as zeros."

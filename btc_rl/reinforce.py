@@ -20,7 +20,7 @@ from .checkpoint import (save_checkpoint, load_checkpoint, model_from_checkpoint
                                parent_record)
 from .rewards import REWARDS, GROUP_REWARDS, compute_reward, group_baseline, group_score
 from .corpus import TokenSeries, load_corpus, check_tokenizer_data, windows
-from .distributed import all_gather_cat, all_reduce_mean, barrier, dist_setup, is_main, rank_world, sync_gradients
+from .distributed import all_gather_cat, all_reduce_mean, dist_setup, is_main, on_main, rank_world, sync_gradients
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
@@ -395,15 +395,17 @@ def reinforce_finetune(
     if cfg.context_len + cfg.horizon > corpus.splits.gap_days // tok.patch_size:
         warnings.warn(f"context_len + horizon exceeds the split gap ({corpus.splits.gap_days} days): validation contexts reach into the training period (no look-ahead, but less separation)")
     vctx, vtgt = (t.to(dev) for t in eval_windows(corpus.btc, *corpus.splits.period("val"), cfg.eval_episodes, cfg.context_len, cfg.horizon))
-    with OutputLock(out) if is_main() else contextlib.nullcontext():          # rank 0 writes; the others only compute
-        if is_main(): remove_orphan_tmp(out)
-        if is_main() and out.exists() and not resume and not overwrite:
+    def claim(held: contextlib.ExitStack) -> None:                             # rank 0: lock the output, refuse to replace another run
+        held.enter_context(OutputLock(out)); remove_orphan_tmp(out)
+        if out.exists() and not resume and not overwrite:
             old = load_checkpoint(out)
             old_stale = checkpoint_differences(old, tok, corpus.record)
             if not old_stale:
                 raise ValueError(f"{out} already holds a {old.get('stage')} checkpoint (step {old['step']}, run {old.get('run_id')}): "
                                  "pass --resume to continue it, --overwrite to replace it, or another --out")
             warn_loud(f"replacing {out}: it was built from other data or another tokenizer ({'; '.join(old_stale)})")
+    with contextlib.ExitStack() as held:                                       # rank 0 writes; the others only compute
+        on_main(lambda: claim(held))                                           # a refusal stops every rank, not only rank 0
         policy = model_from_checkpoint(ck_in, dev).eval()
         ref = model_from_checkpoint(ck_in, dev).eval().requires_grad_(False)
         opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
@@ -459,9 +461,7 @@ def ensure_prerequisites(
 ) -> list[str]:                 # what was (re)built, with the reason
     "Build the tokenizer, pretrain and SFT checkpoints when missing or stale (default paths only; under torchrun, rank 0 builds)."
     dist_setup(cfg.device)
-    if not is_main(): barrier(); return []                                    # the others wait for rank 0's files
-    try: return _ensure_prerequisites(cfg, progress, log)
-    finally: barrier()
+    return on_main(lambda: _ensure_prerequisites(cfg, progress, log)) or []   # the others wait for rank 0's files (or its error)
 
 def _ensure_prerequisites(cfg: RLConfig, progress: bool, log) -> list[str]:
     from btc_rl.tokenizer import build_tokenizer

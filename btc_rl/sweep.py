@@ -61,14 +61,23 @@ class SweepResult:
         extra = "".join(f"\n- failed: {n}: {e}" for n, e in self.failed) + "".join(f"\n- skipped: {s}" for s in self.skipped)
         return f"Sweep in `{self.folder}`: {len(self.table)} finished\n\n{md}\n{extra}"
 
+_JOB_OUTPUTS = ("rl.pt", "rl.metrics.csv", "rl.summary.json", "train.ipynb")
+
 def collect_sweep(folder: str | os.PathLike) -> pd.DataFrame:
-    "One row per finished job of a sweep folder: its parameters and summary, with gain = val_reward - val_reward_ref."
+    """One row per finished job of the folder's latest sweep (the jobs `sweep.json` lists; every job folder if it is
+    missing): its parameters and summary, with gain = val_reward - val_reward_ref."""
+    folder = Path(folder)
+    manifest = folder / "sweep.json"
+    names = json.loads(manifest.read_text())["jobs"] if manifest.is_file() else [p.parent.name for p in sorted(folder.glob("*/params.json"))]
     rows = []
-    for pj in sorted(Path(folder).glob("*/params.json")):
+    for name in names:
+        pj = folder / name / "params.json"
+        if not pj.is_file(): continue
         params = json.loads(pj.read_text())
         sj = Path(params["checkpoint_out"]).with_suffix(".summary.json")
         if not sj.is_file(): continue
         s = json.loads(sj.read_text())
+        if any(s.get(k) != params[k] for k in ("reward", "baseline", "group_size")): continue   # another run's summary
         rows.append({"job": pj.parent.name, **{k: params[k] for k in ("seed", "reward", "baseline", "group_size")},
                      **{k: v for k, v in s.items() if not isinstance(v, (dict, list))}})
     df = pd.DataFrame(rows)
@@ -110,9 +119,11 @@ def sweep(
     args, names = [], []
     for p in jobs:
         d = folder / _job_name(p); d.mkdir(exist_ok=True)
+        for f in _JOB_OUTPUTS: (d / f).unlink(missing_ok=True)                 # an earlier sweep's outputs must not pass for this one's
         p = {**p, "checkpoint_out": str(d / "rl.pt"), "overwrite": True}
         (d / "params.json").write_text(json.dumps(p, indent=2))
         args.append((p, str(d / "train.ipynb"))); names.append(d.name)
+    (folder / "sweep.json").write_text(json.dumps({"jobs": names}, indent=2))  # collect_sweep reads these jobs only
     handles = ex.map_array(run_job, [a[0] for a in args], [a[1] for a in args])
     failed = []
     for name, h in zip(names, handles):
@@ -120,6 +131,7 @@ def sweep(
         except Exception as e: failed.append((name, str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)))
     table = collect_sweep(folder)
     table.to_csv(folder / "sweep.csv", index=False)
+    (folder / "sweep.png").unlink(missing_ok=True)
     if len(table):
         import matplotlib.pyplot as plt
         plt.close(plot_sweep(table, folder / "sweep.png"))

@@ -19,7 +19,7 @@ from .data import data_record
 from .tokenizer import ReturnTokenizer, load_tokenizer, build_tokenizer
 from .corpus import Corpus, TokenSeries, load_corpus, windows, check_tokenizer_data
 from .model import GPT, GPTConfig
-from .distributed import all_reduce_mean, barrier, dist_setup, is_main, rank_world, sync_gradients
+from .distributed import all_reduce_mean, dist_setup, is_main, on_main, rank_world, sync_gradients
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_checkpoint, check_tokenizer, checkpoint_differences, parent_record
 
 # %% auto #0
@@ -311,9 +311,9 @@ def pretrain(
     model = GPT(mc)
     model, hist = train_lm(model, LMData.from_corpus(corpus, tok), _val_fn(corpus, cfg.context or cfg.seq_len, tok), cfg, "pretrain", progress, distributed)
     res = _lm_summary(hist)
-    if is_main() or not distributed: save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
-                    config=asdict(cfg), metrics=res, extra={"tokenizer_path": str(tokenizer)})
-    if distributed: barrier()                                                  # the file exists for every rank afterwards
+    save = lambda: save_checkpoint(out, model, "pretrain", tok.describe(), corpus.data_record(), res["best_step"],
+                                   config=asdict(cfg), metrics=res, extra={"tokenizer_path": str(tokenizer)})
+    on_main(save) if distributed else save()                                   # rank 0 writes; the file exists for every rank afterwards
     return res
 
 def sft(
@@ -339,9 +339,9 @@ def sft(
     model = model_from_checkpoint(ck)
     model, hist = train_lm(model, LMData.from_corpus(corpus, tok, assets=replay), _val_fn(corpus, cfg.context or cfg.seq_len, tok), cfg, "sft", progress, distributed)
     res = _lm_summary(hist)
-    if is_main() or not distributed: save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
-                    config=asdict(cfg), metrics=res, extra={"checkpoint_in": str(checkpoint_in)}, parent=parent_record(ck))
-    if distributed: barrier()
+    save = lambda: save_checkpoint(out, model, "sft", tok.describe(), corpus.data_record(), res["best_step"],
+                                   config=asdict(cfg), metrics=res, extra={"checkpoint_in": str(checkpoint_in)}, parent=parent_record(ck))
+    on_main(save) if distributed else save()
     return res
 
 # %% ../nbs/04_pretrain_sft.ipynb #f0812c5d

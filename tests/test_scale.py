@@ -129,6 +129,11 @@ def test_sweep_of_two_jobs_runs_locally(tiny, tmp_path):
     assert (tmp_path / "sw" / "sweep.csv").is_file() and (tmp_path / "sw" / "sweep.png").is_file()
     assert all((tmp_path / "sw" / j / "train.ipynb").is_file() for j in res.table.job)
     assert "return_mse" in res._repr_markdown_()
+    # the same folder again, one job that fails now: neither its old summary nor the other job of the first grid shows up
+    again = [{**jobs[0], "checkpoint_in": str(tmp_path / "missing.pt")}]
+    res2 = sweep(again, tmp_path / "sw", executor="local", timeout_min=10)
+    assert len(res2.table) == 0 and len(res2.failed) == 1 and res2.failed[0][0].endswith("seed0"), (res2.table, res2.failed)
+    assert not (tmp_path / "sw" / "sweep.png").exists()                         # no plot of the earlier grid
 
 def _lm_run_last():
     "Three stage 1 steps of train_lm on fixed sequences, no dropout; validation improves at every step, so the last weights are kept."
@@ -158,3 +163,34 @@ def test_two_gloo_processes_make_the_single_process_lm_update(tmp_path):
     torch.manual_seed(0); start = GPT(GPTConfig(vocab_size=8, block_size=32, n_layer=1, n_head=2, n_embd=16)).state_dict()
     assert any((want[k] - start[k]).abs().max() > 1e-4 for k in want)                 # the steps did move the weights
     for k in want: torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=lambda s: f"{k}: {s}")
+
+def _refusal_worker(rank: int, world: int, port: int, d: str, out: str):
+    import datetime, torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    from pathlib import Path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reinforce_finetune(tiny_rl(Path(d), "taken.pt", steps=1), progress=False)
+        msg = "ran"
+    except Exception as e: msg = f"{type(e).__name__}: {e}"
+    Path(out, f"rank{rank}.txt").write_text(msg)
+    dist.destroy_process_group()
+
+def test_a_refusal_on_rank_0_stops_every_rank(tiny, tmp_path):
+    "Rank 0 refuses to replace another run's checkpoint: both processes stop with its message (none waits for a collective)."
+    import time
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reinforce_finetune(tiny_rl(tiny, "taken.pt", steps=1), progress=False)          # another run's checkpoint at --out
+    ctx = mp.spawn(_refusal_worker, args=(2, _free_port(), str(tiny), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.time() + 120
+    while not ctx.join(timeout=5):
+        if time.time() > deadline:
+            for p in ctx.processes: p.kill()
+            pytest.fail("the processes hung after rank 0's refusal")
+    r0, r1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    assert r0.startswith("ValueError") and "already holds" in r0, r0
+    assert r1.startswith("RuntimeError: rank 0 stopped: ValueError") and "already holds" in r1, r1
