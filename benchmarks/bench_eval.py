@@ -1,8 +1,8 @@
 """Evaluation and variance-study speed, before and after, with a check that the numbers are identical for a fixed seed.
 
 "Before" is the code these replaced, reproduced here and swapped in for the run: the one-batch sampler (every path runs
-its origin's context again; one `torch.multinomial` draw per step) and a reference gradient that samples its own
-episodes for each reward. Both versions run back to back on the same random policy and token series; the outputs must
+its origin's context again; one `torch.multinomial` draw per step), a reference gradient that samples its own
+episodes for each reward, and estimator statistics that make two Welford passes (`var` and `std`) where one does. Both versions run back to back on the same random policy and token series; the outputs must
 be equal bit for bit.
 
     python benchmarks/bench_eval.py             # policy_paths: 334 origins x 100 paths x 32 tokens; variance study: K=64, 2048 ref. episodes
@@ -48,12 +48,19 @@ def per_reward_references(policy, train_ids, rewards, tok, cfg, chunk=512):
         policy.zero_grad()
     return out
 
+def two_pass_stats(est, ref):
+    "The estimator statistics before: `std` and `var` each make their own pass."
+    mu, sd = est.mean(0), est.std(0)
+    cos = torch.nn.functional.cosine_similarity(est, ref[None], dim=1)
+    return {"trace_cov": float(est.var(0).sum()), "snr": float((mu.abs() / (sd + 1e-20)).mean()),
+            "cosine_to_ref": float(cos.mean()), "n_estimates": len(est)}
+
 @contextlib.contextmanager
 def before():
-    saved = GPT.sample, V.reference_gradients
-    GPT.sample, V.reference_gradients = one_batch_sample, per_reward_references
+    saved = GPT.sample, V.reference_gradients, V.estimator_stats
+    GPT.sample, V.reference_gradients, V.estimator_stats = one_batch_sample, per_reward_references, two_pass_stats
     try: yield
-    finally: GPT.sample, V.reference_gradients = saved
+    finally: GPT.sample, V.reference_gradients, V.estimator_stats = saved
 
 class Tok:
     "Stand-in tokenizer: token k is a return of (k - 32) / 1000."

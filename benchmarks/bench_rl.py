@@ -8,6 +8,7 @@ reward, the optimizer and the starting policy's pass (the KL) come on top of it.
 
     python benchmarks/bench_rl.py                         # 2x32 (29k), the default 4x64 (0.2M) and 4x128 (0.8M), B = 64 and 256
     python benchmarks/bench_rl.py --size 8x256x8 --batch 64 --threads 2 --repeats 3
+    python benchmarks/bench_rl.py --procs 2                # also: the same step as 2 gloo processes (torchrun's layout), threads split
     PYTHONPATH=<old checkout> python benchmarks/bench_rl.py   # an older btc_rl: totals only (no split)
 
 Columns: `step` is `rl_step` with the defaults (KL to the starting policy measured every step), `step, no KL pass` the
@@ -16,8 +17,9 @@ same step when the KL pass is skipped (kl_coef = 0 and the step is not a `kl_eve
 metrics). `default step` is what a step costs on average with the default `kl_every` (the KL pass on one step in
 `kl_every` when kl_coef = 0): (step + (kl_every - 1) * no-KL step) / kl_every. Times are medians over the repeats.
 """
-import argparse, contextlib, inspect, statistics, time
+import argparse, contextlib, inspect, os, socket, statistics, tempfile, time
 import torch
+import torch.multiprocessing as mp
 import btc_rl.reinforce as rf
 from btc_rl.model import GPT, GPTConfig
 from btc_rl.reinforce import RLConfig, rl_step
@@ -98,6 +100,42 @@ def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict
     return {"size": f"{L}x{C} ({H} heads)", "params": pol.num_params(), "B": B, "floor": fl, "step": med,
             "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}}
 
+def _dist_worker(rank: int, procs: int, port: int, size: str, B: int, repeats: int, threads: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs))
+    torch.set_num_threads(threads)
+    from btc_rl.distributed import dist_setup, dist_cleanup
+    dist_setup("cpu")
+    L, C, H = (int(x) for x in size.split("x"))
+    torch.manual_seed(0)
+    pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval()
+    ref = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
+    ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    res = {}
+    for name, kl_every, step in (("step", 1, 0), ("nokl", 10**9, 1)):
+        cfg = RLConfig(batch_episodes=B, context_len=128, horizon=32, kl_every=kl_every)
+        rl_step(pol, ref, opt, ids, cfg, None, gen, step)                      # warm-up
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter(); rl_step(pol, ref, opt, ids, cfg, None, gen, step); ts.append(time.perf_counter() - t0)
+        res[name] = statistics.median(ts)
+    if rank == 0: torch.save(res, out)
+    dist_cleanup()
+
+def run_procs(size: str, B: int, procs: int, repeats: int, peak: float) -> dict:
+    "The same step as `run`, split over `procs` gloo processes sharing this machine's threads."
+    with socket.socket() as so: so.bind(("127.0.0.1", 0)); port = so.getsockname()[1]
+    threads = max(1, torch.get_num_threads() // procs)
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "times.pt")
+        mp.spawn(_dist_worker, args=(procs, port, size, B, repeats, threads, out), nprocs=procs, join=True)
+        r = torch.load(out)
+    L, C, H = (int(x) for x in size.split("x"))
+    pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H))
+    return {"size": f"{L}x{C} ({H} heads), {procs} procs x {threads} thread{'s' * (threads > 1)}", "params": pol.num_params(), "B": B,
+            "floor": floor_flops(pol, B, 160) / peak, "step": r["step"], "nokl": r["nokl"], "parts": {}}
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", action="append", help="LAYERSxWIDTHxHEADS, repeatable [default: 2x32x2, 4x64x4 and 4x128x4]")
@@ -105,6 +143,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one repeat, B = 64 only")
+    ap.add_argument("--procs", type=int, default=0, help="also time each step split over this many gloo processes [default: off]")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.quick: a.repeats, a.batch = 1, [64]
@@ -119,15 +158,17 @@ def main():
     rows = []
     for s in sizes:
         for B in a.batch:
-            r = run(s, B, ids, a.repeats, peak); rows.append(r)
-            print(f"| {r['size']} | {r['params']:,} | {B} | {r['floor']:.3f} | {r['step']:.3f} | {r['floor'] / r['step']:.0%} | "
-                  f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} | {(r['step'] + (K - 1) * r['nokl']) / K:.3f} | "
-                  f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} |", flush=True)
+            for r in [run(s, B, ids, a.repeats, peak)] + ([run_procs(s, B, a.procs, a.repeats, peak)] if a.procs > 1 else []):
+                rows.append(r)
+                print(f"| {r['size']} | {r['params']:,} | {B} | {r['floor']:.3f} | {r['step']:.3f} | {r['floor'] / r['step']:.0%} | "
+                      f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} | {(r['step'] + (K - 1) * r['nokl']) / K:.3f} | "
+                      f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} |", flush=True)
     names = ["sampling", "reward", "teacher-forced pass", "backward", "optimizer", "KL (starting policy's pass)"]
     if any(r["parts"] for r in rows):
         print("\nWhere a `step` goes (seconds; share of the step):\n")
         print("| policy | B | " + " | ".join(names) + " | other |\n|---|---:|" + "---:|" * (len(names) + 1))
         for r in rows:
+            if not r["parts"]: continue
             p = r["parts"]; other = r["step"] - sum(p.get(n, 0.0) for n in names)
             cells = [f"{p.get(n, 0.0):.3f} ({p.get(n, 0.0) / r['step']:.0%})" for n in names] + [f"{other:.3f} ({other / r['step']:.0%})"]
             print(f"| {r['size']} | {r['B']} | " + " | ".join(cells) + " |")

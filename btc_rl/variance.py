@@ -91,9 +91,10 @@ def batch_estimates(
 
 def estimator_stats(est: torch.Tensor, ref: torch.Tensor) -> dict:
     "Trace of the covariance, mean per-parameter SNR abs(mean) / std, mean cosine to a reference gradient."
-    mu, sd = est.mean(0), est.std(0)
+    var = est.double().var(0)                   # one Welford pass; float32's var and std accumulate in double, so these are their bits
+    mu, sd = est.mean(0), var.sqrt().to(est.dtype)
     cos = torch.nn.functional.cosine_similarity(est, ref[None], dim=1)
-    return {"trace_cov": float(est.var(0).sum()), "snr": float((mu.abs() / (sd + 1e-20)).mean()),
+    return {"trace_cov": float(var.to(est.dtype).sum()), "snr": float((mu.abs() / (sd + 1e-20)).mean()),
             "cosine_to_ref": float(cos.mean()), "n_estimates": len(est)}
 
 # %% ../nbs/07_variance.ipynb #9e6a0303
