@@ -7,6 +7,7 @@ be equal bit for bit.
 
     python benchmarks/bench_eval.py             # policy_paths: 334 origins x 100 paths x 32 tokens; variance study: K=64, 2048 ref. episodes
     python benchmarks/bench_eval.py --quick     # 84 origins; K=16, 512 reference episodes
+    python benchmarks/bench_eval.py --size 2x32x2   # another policy size [default: 4x64x4, the size stages 1-2 train]
 """
 import argparse, contextlib, time
 import numpy as np
@@ -73,14 +74,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--size", default="4x64x4", help="LAYERSxWIDTHxHEADS of the random policy [default: 4x64x4, PRETRAIN_MODEL]")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    pol = GPT(GPTConfig()).eval()
+    L, C, H = (int(x) for x in a.size.split("x"))
+    pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval()
     with torch.no_grad():
         for p in pol.parameters(): p.mul_(5)                                    # a peaked policy, like a trained one
     ids = torch.randint(0, 64, (3800,), generator=torch.Generator().manual_seed(1))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, default policy ({pol.num_params():,} parameters)\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, policy {a.size} ({pol.num_params():,} parameters)\n")
     print("| job | before (s) | after (s) | speed-up | identical |\n|---|---:|---:|---:|---|")
     class Series: pass
     s = Series(); s.ids = ids
