@@ -60,6 +60,16 @@ def expected_token_terms(policy: GPT, ctx: torch.Tensor, toks: torch.Tensor, tgt
 # %% ../nbs/07_variance.ipynb #3e8c008c
 BASELINES_STUDIED = ("none", "mean", "loo", "group", "group_norm", "ema", "exact")
 
+def _blocks(n: int, size: int) -> list[slice]:
+    "0..n in slices of at least `size` (the last one takes the remainder), one slice if n < size."
+    edges = list(range(0, n, size))[:max(1, n // size)] + [n]
+    return [slice(i, j) for i, j in zip(edges, edges[1:])]
+
+def _column_blocks(rows: int, cols: int, budget: int = 1 << 21) -> list[slice]:
+    """Parameter blocks of about `budget` numbers over `rows` rows. Whole-matrix temporaries of a 0.2M-parameter policy
+    are hundreds of MB, and fresh ones cost page faults on every call; each parameter's own sums run in the same order."""
+    return _blocks(cols, max(256, budget // max(rows, 1)))
+
 def batch_estimates(
     S: torch.Tensor,               # (M, D) per-episode score gradients
     R: torch.Tensor,               # (M,) rewards
@@ -85,15 +95,19 @@ def batch_estimates(
     elif baseline == "exact":
         if Rbar is None or Dg is None: raise ValueError("the exact baseline needs Rbar and Dg (token_acc only)")
         A = advantages(Rbar[: n * B].view(n, B), "exact", G)
-        return (A[..., None] * S[: n * B].view(n, B, -1) + Dg[: n * B].view(n, B, -1)).mean(1)
     else: raise ValueError(f"unknown baseline {baseline!r}: use one of {', '.join(BASELINES_STUDIED)}")
-    return (A[..., None] * S[: n * B].view(n, B, -1)).mean(1)
+    Sb, Db = S[: n * B].view(n, B, -1), None if baseline != "exact" else Dg[: n * B].view(n, B, -1)
+    est = lambda c: (A[..., None] * Sb[..., c]).mean(1) if Db is None else (A[..., None] * Sb[..., c] + Db[..., c]).mean(1)
+    return torch.cat([est(c) for c in _column_blocks(n * B, S.shape[1])], 1)
 
 def estimator_stats(est: torch.Tensor, ref: torch.Tensor) -> dict:
     "Trace of the covariance, mean per-parameter SNR abs(mean) / std, mean cosine to a reference gradient."
-    var = est.double().var(0)                   # one Welford pass; float32's var and std accumulate in double, so these are their bits
+    # one Welford pass per parameter in float64 (float32's var and std accumulate in float64, so these are their bits),
+    # in parameter blocks; the cosines in blocks of rows (each row's sums stay whole), without full-size normalized copies
+    var = torch.cat([est[:, c].double().var(0) for c in _column_blocks(len(est), est.shape[1])])
     mu, sd = est.mean(0), var.sqrt().to(est.dtype)
-    cos = torch.nn.functional.cosine_similarity(est, ref[None], dim=1)
+    rows = _blocks(len(est), max(8, torch.get_num_threads()))
+    cos = torch.cat([torch.nn.functional.cosine_similarity(est[r], ref[None], dim=1) for r in rows])
     return {"trace_cov": float(var.to(est.dtype).sum()), "snr": float((mu.abs() / (sd + 1e-20)).mean()),
             "cosine_to_ref": float(cos.mean()), "n_estimates": len(est)}
 
