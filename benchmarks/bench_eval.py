@@ -8,8 +8,9 @@ be equal bit for bit.
     python benchmarks/bench_eval.py             # policy_paths: 334 origins x 100 paths x 32 tokens; variance study: K=64, 2048 ref. episodes
     python benchmarks/bench_eval.py --quick     # 84 origins; K=16, 512 reference episodes
     python benchmarks/bench_eval.py --size 2x32x2   # another policy size [default: 4x64x4, the size stages 1-2 train]
+    python benchmarks/bench_eval.py --repeats 3     # before/after three times, alternately; medians (a shared machine drifts)
 """
-import argparse, contextlib, time
+import argparse, contextlib, statistics, time
 import numpy as np
 import torch
 import btc_rl.variance as V
@@ -70,10 +71,20 @@ class Tok:
 def timed(fn):
     t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
 
+def compare(new_fn, old_fn, repeats: int, same) -> tuple[float, float, bool]:
+    "Median times of after and before, run alternately `repeats` times (a shared machine drifts), and whether every output matched."
+    t_new, t_old, ok = [], [], True
+    for _ in range(repeats):
+        new, t = timed(new_fn); t_new.append(t)
+        with before(): old, t = timed(old_fn)
+        t_old.append(t); ok = ok and same(old, new)
+    return statistics.median(t_old), statistics.median(t_new), ok
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1, help="before/after pairs, run alternately; medians [default: 1]")
     ap.add_argument("--size", default="4x64x4", help="LAYERSxWIDTHxHEADS of the random policy [default: 4x64x4, PRETRAIN_MODEL]")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
@@ -93,16 +104,15 @@ def main():
     n = 84 if a.quick else 334
     cfg = EvalConfig(horizon=32, context_len=128, n_paths=100, temperature=1.0, top_k=0)
     orig = np.arange(3400, 3400 + n)
-    new, t_new = timed(lambda: policy_paths(pol, Tok(), s, orig, cfg))
-    with before(): old, t_old = timed(lambda: policy_paths(pol, Tok(), s, orig, cfg))
-    print(f"| policy_paths, {n} origins x 100 paths x 32 tokens | {t_old:.1f} | {t_new:.1f} | {t_old / t_new:.1f}x | {np.array_equal(old, new)} |",
-          flush=True)
+    run = lambda: policy_paths(pol, Tok(), s, orig, cfg)
+    t_old, t_new, ok = compare(run, run, a.repeats, np.array_equal)
+    print(f"| policy_paths, {n} origins x 100 paths x 32 tokens | {t_old:.1f} | {t_new:.1f} | {t_old / t_new:.1f}x | {ok} |", flush=True)
     vc = V.VarianceConfig(contexts=16, group=4, batch_sizes=(4, 8), ref_episodes=512) if a.quick else \
          V.VarianceConfig(contexts=64, group=4, batch_sizes=(4, 8, 16, 32), ref_episodes=2048)
-    new, t_new = timed(lambda: V.variance_study(pol, ids[:2700], Tok(), vc, progress=False))
-    with before(): old, t_old = timed(lambda: V.variance_study(pol, ids[:2700], Tok(), vc, progress=False))
+    run = lambda: V.variance_study(pol, ids[:2700], Tok(), vc, progress=False)
+    t_old, t_new, ok = compare(run, run, a.repeats, lambda x, y: x.equals(y))
     print(f"| variance_study, K={vc.contexts}, G={vc.group}, {vc.ref_episodes} reference episodes, {len(vc.rewards)} rewards | "
-          f"{t_old:.1f} | {t_new:.1f} | {t_old / t_new:.1f}x | {old.equals(new)} |")
+          f"{t_old:.1f} | {t_new:.1f} | {t_old / t_new:.1f}x | {ok} |")
 
 if __name__ == "__main__":
     main()
