@@ -72,7 +72,7 @@ def timed(fn):
     t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
 
 def compare(new_fn, old_fn, repeats: int, same) -> tuple[float, float, bool]:
-    "Median times of after and before, run alternately `repeats` times (a shared machine drifts), and whether every output matched."
+    "Median times of before and after, run alternately `repeats` times (a shared machine drifts), and whether every output matched."
     t_new, t_old, ok = [], [], True
     for _ in range(repeats):
         new, t = timed(new_fn); t_new.append(t)

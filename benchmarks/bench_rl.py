@@ -143,10 +143,11 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one repeat, B = 64 only")
-    ap.add_argument("--procs", type=int, default=0, help="also time each step split over this many gloo processes [default: off]")
+    ap.add_argument("--procs", type=int, default=0, help="also time each step split over this many (>= 2) gloo processes [default: off]")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.quick: a.repeats, a.batch = 1, [64]
+    if a.procs == 1: ap.error("--procs needs at least 2 processes (1 is the plain row)")
     sizes = a.size or ["2x32x2", "4x64x4", "4x128x4"]
     K = RLConfig().kl_every if "kl_every" in RLConfig.__dataclass_fields__ else 1
     peak = matmul_peak()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 
 # %% auto #0
-__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'rope_rotations', 'apply_rope_complex', 'KVCache', 'Prefix', 'PastKV',
+__all__ = ['GPTConfig', 'rope_tables', 'apply_rope', 'rope_pairs', 'apply_rope_pairs', 'KVCache', 'Prefix', 'PastKV',
            'CausalSelfAttention', 'MLP', 'Block', 'sampling_logprobs', 'exp_noise', 'draw_tokens', 'GPT']
 
 # %% ../nbs/03_model.ipynb #3914edc2
@@ -44,15 +44,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x[..., ::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
-def rope_rotations(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    "`rope_tables` as unit complex numbers cos + i sin: (T, head_dim // 2), complex64."
-    return torch.complex(cos.float(), sin.float())
+def rope_pairs(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "`rope_tables` spread over both channels of each pair: (T, hd) tables (cos, cos) and (-sin, sin) for `apply_rope_pairs`."
+    return cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
 
-def apply_rope_complex(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    "`apply_rope` as one complex product: channel pair (x1, x2) read as x1 + i x2, times cos + i sin. The same numbers in float32, one op each way."
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))               # (..., hd // 2) complex; float: bf16 has no complex type
-    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
-
+def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    "`apply_rope` as x * cos2 + swap(x) * sin2 (swap exchanges the channels of each pair): the same numbers, in three array ops."
+    return x * cos2 + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin2
 
 # %% ../nbs/03_model.ipynb #416e693a
 class KVCache:
@@ -110,10 +108,10 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, rot, cache: KVCache | None = None, layer: int = 0):     # rot: `rope_rotations` of x's positions
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
-        qk = apply_rope_complex(qkv[:, :, :2], rot[:, None, None])               # queries and keys at once: (B, T, 2, H, hd)
+        qk = apply_rope_pairs(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])   # queries and keys at once: (B, T, 2, H, hd)
         q, k = qk.permute(2, 0, 3, 1, 4)                                         # 2 x (B, H, T, hd)
         v = qkv[:, :, 2].transpose(1, 2)
         p = 0
@@ -140,8 +138,8 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.attn, self.mlp = CausalSelfAttention(cfg), MLP(cfg)
-    def forward(self, x, rot, cache=None, layer=0):
-        x = x + self.attn(F.rms_norm(x, x.shape[-1:]), rot, cache, layer)
+    def forward(self, x, cos, sin, cache=None, layer=0):
+        x = x + self.attn(F.rms_norm(x, x.shape[-1:]), cos, sin, cache, layer)
         return x + self.mlp(F.rms_norm(x, x.shape[-1:]))
 
 # %% ../nbs/03_model.ipynb #e378cb26
@@ -184,7 +182,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head)          # (block_size, hd // 2) each
+        cos, sin = rope_pairs(*rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head))   # (block_size, hd) each
         self.register_buffer("cos", cos, persistent=False); self.register_buffer("sin", sin, persistent=False)
         self.apply(self._init)
         for n, p in self.named_parameters():                                     # scaled init of residual projections
@@ -201,9 +199,9 @@ class GPT(nn.Module):
         B, T = idx.shape
         p = cache.pos if cache is not None else 0
         if p + T > self.config.block_size: raise ValueError(f"sequence of {p + T} tokens exceeds block_size {self.config.block_size}")
-        rot = rope_rotations(self.cos[p:p + T], self.sin[p:p + T])
+        cos, sin = self.cos[p:p + T], self.sin[p:p + T]
         x = self.wte(idx)                                                        # (B, T, C)
-        for i, block in enumerate(self.blocks): x = block(x, rot, cache, i)
+        for i, block in enumerate(self.blocks): x = block(x, cos, sin, cache, i)
         logits = self.lm_head(F.rms_norm(x, x.shape[-1:]))                       # (B, T, V)
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return logits, loss

@@ -6,7 +6,7 @@
 __all__ = ['TRAIN_NOTEBOOK', 'sweep_grid', 'run_job', 'SweepResult', 'collect_sweep', 'plot_sweep', 'sweep']
 
 # %% ../nbs/11b_sweep.ipynb #cfa211a0
-import itertools, json, os
+import itertools, json, os, shutil, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
@@ -77,7 +77,8 @@ def collect_sweep(folder: str | os.PathLike) -> pd.DataFrame:
         sj = Path(params["checkpoint_out"]).with_suffix(".summary.json")
         if not sj.is_file(): continue
         s = json.loads(sj.read_text())
-        if any(s.get(k) != params[k] for k in ("reward", "baseline", "group_size")): continue   # another run's summary
+        if any(s.get(k) != params[k] for k in ("reward", "baseline", "group_size")):
+            warnings.warn(f"{name}: {sj} is the summary of another configuration; left out"); continue
         rows.append({"job": pj.parent.name, **{k: params[k] for k in ("seed", "reward", "baseline", "group_size")},
                      **{k: v for k, v in s.items() if not isinstance(v, (dict, list))}})
     df = pd.DataFrame(rows)
@@ -120,6 +121,7 @@ def sweep(
     for p in jobs:
         d = folder / _job_name(p); d.mkdir(exist_ok=True)
         for f in _JOB_OUTPUTS: (d / f).unlink(missing_ok=True)                 # an earlier sweep's outputs must not pass for this one's
+        shutil.rmtree(d / "rl.tb", ignore_errors=True)                         # nor its TensorBoard events (log="tensorboard")
         p = {**p, "checkpoint_out": str(d / "rl.pt"), "overwrite": True}
         (d / "params.json").write_text(json.dumps(p, indent=2))
         args.append((p, str(d / "train.ipynb"))); names.append(d.name)

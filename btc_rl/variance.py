@@ -61,8 +61,8 @@ def expected_token_terms(policy: GPT, ctx: torch.Tensor, toks: torch.Tensor, tgt
 BASELINES_STUDIED = ("none", "mean", "loo", "group", "group_norm", "ema", "exact")
 
 def _blocks(n: int, size: int) -> list[slice]:
-    "0..n in slices of at least `size` (the last one takes the remainder), one slice if n < size."
-    edges = list(range(0, n, size))[:max(1, n // size)] + [n]
+    "0..n in slices of at least `size` (the last one takes the remainder); one slice if n < size (0..0 if n = 0)."
+    edges = (list(range(0, n, size))[:max(1, n // size)] or [0]) + [n]
     return [slice(i, j) for i, j in zip(edges, edges[1:])]
 
 def _column_blocks(rows: int, cols: int, budget: int = 1 << 21) -> list[slice]:
@@ -102,7 +102,7 @@ def batch_estimates(
 
 def estimator_stats(est: torch.Tensor, ref: torch.Tensor) -> dict:
     "Trace of the covariance, mean per-parameter SNR abs(mean) / std, mean cosine to a reference gradient."
-    # one Welford pass per parameter in float64 (float32's var and std accumulate in float64, so these are their bits),
+    # one Welford pass per parameter in float64 (on CPU float32's var and std accumulate in float64: these are their bits),
     # in parameter blocks; the cosines in blocks of rows (each row's sums stay whole), without full-size normalized copies
     var = torch.cat([est[:, c].double().var(0) for c in _column_blocks(len(est), est.shape[1])])
     mu, sd = est.mean(0), var.sqrt().to(est.dtype)

@@ -91,15 +91,19 @@ def test_notebook_tables_are_well_formed():
                     assert cells(r) == n, f"{nb} cell {c['id']}: {cells(r)} cells instead of {n} (a | inside $...$?): {r[:100]}"
 
 def test_display_math_stands_in_its_own_paragraph():
-    "A `$$...$$` line inside a paragraph renders as text with stray dollar signs: it needs a blank line (or the cell's edge) on each side."
+    "A `$$...$$` block inside a paragraph renders as text with stray dollar signs: it needs a blank line (or the cell's edge) on each side."
     for nb in NOTEBOOKS:
         for c in json.loads((ROOT / "nbs" / f"{nb}.ipynb").read_text())["cells"]:
             if c["cell_type"] != "markdown": continue
-            lines = "".join(c["source"]).splitlines()
-            for i, l in enumerate(lines):
-                if l.lstrip().startswith("$$"):
-                    before, after = lines[i - 1].strip() if i else "", lines[i + 1].strip() if i + 1 < len(lines) else ""
-                    assert before == "" and after == "", f"{nb} cell {c['id']}: display math inside a paragraph: {l[:80]}"
+            lines, fenced, i = "".join(c["source"]).splitlines(), False, 0
+            while i < len(lines):
+                l = lines[i].strip()
+                if l.startswith("```"): fenced = not fenced
+                if fenced or not l.startswith("$$"): i += 1; continue
+                j = i if "$$" in l[2:] else next((k for k in range(i + 1, len(lines)) if "$$" in lines[k]), len(lines) - 1)
+                before, after = lines[i - 1].strip() if i else "", lines[j + 1].strip() if j + 1 < len(lines) else ""
+                assert before == "" and after == "", f"{nb} cell {c['id']}: display math inside a paragraph: {l[:80]}"
+                i = j + 1
 
 def test_evaluation_page_shows_its_results_as_tables(site):
     html = (site / "nbs" / "08_evaluate.html").read_text()

@@ -173,7 +173,7 @@ def _refusal_worker(rank: int, world: int, port: int, d: str, out: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reinforce_finetune(tiny_rl(Path(d), "taken.pt", steps=1), progress=False)
+            reinforce_finetune(tiny_rl(Path(d), out=str(Path(out) / "taken.pt"), steps=1, device="cpu"), progress=False)
         msg = "ran"
     except Exception as e: msg = f"{type(e).__name__}: {e}"
     Path(out, f"rank{rank}.txt").write_text(msg)
@@ -184,7 +184,7 @@ def test_a_refusal_on_rank_0_stops_every_rank(tiny, tmp_path):
     import time
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reinforce_finetune(tiny_rl(tiny, "taken.pt", steps=1), progress=False)          # another run's checkpoint at --out
+        reinforce_finetune(tiny_rl(tiny, str(tmp_path / "taken.pt"), steps=1, device="cpu"), progress=False)   # another run's checkpoint at --out
     ctx = mp.spawn(_refusal_worker, args=(2, _free_port(), str(tiny), str(tmp_path)), nprocs=2, join=False)
     deadline = time.time() + 120
     while not ctx.join(timeout=5):
