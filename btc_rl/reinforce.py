@@ -24,9 +24,9 @@ from .distributed import all_gather_cat, all_reduce_mean, dist_setup, is_main, o
 
 # %% auto #0
 __all__ = ['BASELINES', 'RLConfig', 'sample_windows', 'eval_windows', 'advantages', 'teacher_forced_logits', 'sequence_logprobs',
-           'kl_to_ref', 'expected_token_acc', 'reinforce_loss', 'surrogate_loss', 'autocast', 'synchronize', 'rl_step',
-           'validation_reward', 'RLResult', 'resume_settings', 'rl_memory_bytes', 'restore_generator',
-           'reinforce_finetune', 'ensure_prerequisites']
+           'kl_to_ref', 'expected_token_acc', 'reinforce_loss', 'surrogate_loss', 'autocast', 'synchronize',
+           'reference_logits', 'rl_step', 'validation_reward', 'RLResult', 'resume_settings', 'rl_memory_bytes',
+           'restore_generator', 'reinforce_finetune', 'ensure_prerequisites']
 
 # %% ../nbs/06_reinforce.ipynb #2ee936ea
 BASELINES = ("mean", "none", "loo", "exact", "group", "group_norm")
@@ -216,6 +216,20 @@ def synchronize(device: torch.device) -> None:
     "Wait for the device's queued work (CUDA runs asynchronously), so a timer measures it."
     if device.type == "cuda": torch.cuda.synchronize(device)
 
+@torch.no_grad()
+def reference_logits(
+    ref: GPT,                   # the starting policy
+    ctx: torch.Tensor,          # (n, C) contexts
+    toks: torch.Tensor,         # (n * G, H) sampled futures, G per context
+    G: int = 1,
+    tokens: int = 16384,        # tokens per piece: contexts run a few at a time
+) -> torch.Tensor:              # (n * G, H, V) the starting policy's logits at the sampled positions, float32
+    """The starting policy's pass (for the KL), in pieces of about `tokens` tokens. In one piece, a large batch's
+    no-grad temporaries are fresh allocations of hundreds of MB at every op, which cost page faults on the CPU
+    (`benchmarks/bench_rl.py` at B = 256 shows the difference)."""
+    n = max(1, tokens // (ctx.shape[1] + toks.shape[1]))
+    return torch.cat([ref.continue_logits(ref.prefill(ctx[i:i + n]), toks[i * G:(i + n) * G], G).float() for i in range(0, len(ctx), n)])
+
 def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.Tensor, cfg: RLConfig,
             tok: ReturnTokenizer, gen: torch.Generator,
             step: int = 0,               # the step's index (kl_ref is measured when step % kl_every == 0)
@@ -247,8 +261,8 @@ def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.
     adv = advantages(scores, cfg.baseline, G, None if b is None else all_gather_cat(b)).view(world, -1)[rank]   # advantages
     kl = None
     if cfg.kl_coef > 0 or step % cfg.kl_every == 0:                                         # the starting policy's pass
-        with torch.no_grad(), amp: ref_logits = ref.continue_logits(ref.prefill(ctx), toks, G).float()
-        kl = kl_to_ref(logits, ref_logits)                                                  # (B, H), with grad
+        with amp: ref_lg = reference_logits(ref, ctx, toks, G)
+        kl = kl_to_ref(logits, ref_lg)                                                      # (B, H), with grad
     loss = reinforce_loss(lp_tok, adv)                                                      # loss
     if rbar is not None: loss = loss - rbar.mean()                                          # the exact term's direct gradient
     if cfg.kl_coef > 0: loss = loss + cfg.kl_coef * kl.mean()

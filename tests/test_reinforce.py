@@ -192,3 +192,14 @@ def test_rl_step_update_is_minus_the_surrogate_gradient(tiny, reward, baseline, 
     pol.zero_grad(); rf.surrogate_loss(lp, logp, R, tgt, baseline, G, b).backward()
     for p1, p0 in zip(stepped.parameters(), pol.parameters()):
         torch.testing.assert_close(p1.detach(), p0.detach() - (p0.grad if p0.grad is not None else 0), rtol=1e-4, atol=1e-6)
+
+def test_reference_logits_in_pieces_match_one_pass():
+    "The starting policy's pass in pieces (3 here, two futures per context) gives the one-pass logits."
+    from btc_rl.reinforce import reference_logits
+    torch.manual_seed(0)
+    ref = GPT(GPTConfig(vocab_size=8, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    ctx, toks = torch.randint(0, 8, (5, 12)), torch.randint(0, 8, (10, 6))
+    with torch.no_grad(): whole = ref.continue_logits(ref.prefill(ctx), toks, 2)
+    got = reference_logits(ref, ctx, toks, 2, tokens=36)                        # 36 // (12 + 6) = 2 contexts per piece
+    assert got.shape == (10, 6, 8) and got.dtype == torch.float32
+    torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-6)
