@@ -13,7 +13,7 @@ from .core import resolve_device
 _T = TypeVar("_T")
 
 # %% auto #0
-__all__ = ['rank_world', 'is_main', 'dist_setup', 'dist_cleanup', 'all_reduce_mean', 'all_gather_cat', 'barrier', 'on_main',
+__all__ = ['rank_world', 'is_main', 'dist_setup', 'dist_cleanup', 'all_reduce_mean', 'all_gather_cat', 'on_main',
            'sync_gradients']
 
 # %% ../nbs/11_scale.ipynb #17283e7c
@@ -55,10 +55,6 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     if world == 1: return t
     parts = [torch.empty_like(t) for _ in range(world)]
     dist.all_gather(parts, t.detach().contiguous()); return torch.cat(parts)
-
-def barrier() -> None:
-    "Wait for every process (nothing in a single process)."
-    if rank_world()[1] > 1: dist.barrier()
 
 def on_main(fn: Callable[[], _T]) -> _T | None:
     """Call `fn` on rank 0 only while the others wait; `fn`'s result on rank 0, None elsewhere (a single process: `fn()`).

@@ -84,7 +84,6 @@ class Prefix:
     logits: torch.Tensor
 
     def rows(self, i: int, j: int) -> "Prefix": return Prefix([(k[i:j], v[i:j]) for k, v in self.kv], self.logits[i:j])
-    def detach(self) -> "Prefix": return Prefix([(k.detach(), v.detach()) for k, v in self.kv], self.logits.detach())
 
 class PastKV:
     "A prefix's keys and values kept as they are (graph tensors); empty, it records them. Tokens after it attend to them with gradient."

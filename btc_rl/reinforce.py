@@ -249,7 +249,7 @@ def rl_step(policy: GPT, ref: GPT, opt: torch.optim.Optimizer, train_ids: torch.
     t0 = time.perf_counter()
     with amp: prefix = policy.prefill(ctx)                                                  # contexts once, with grad
     with amp: toks, _ = policy.sample(ctx, H, cfg.temperature, cfg.top_k or None, n_samples=G,   # sample: no grad, KV cache
-                                      prefix=prefix.detach(), noise=noise, keep=keep)
+                                      prefix=prefix, noise=noise, keep=keep)
     synchronize(dev); dt = time.perf_counter() - t0
     R = compute_reward(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg))                   # score
     b = group_baseline(cfg.reward, toks, tgt, tok, G, **_reward_kw(cfg)) if cfg.baseline == "group" else None
@@ -344,8 +344,8 @@ def rl_memory_bytes(cfg: RLConfig, mc: dict) -> int:
     per_seq = T * (L * (16 * C + 2 * H * T) + 4 * V)
     return 4 * max(B, cfg.eval_episodes * cfg.eval_samples) * per_seq
 
-def _check_resume(ck: dict, cfg: RLConfig, tok: ReturnTokenizer, ck_in: dict, record: dict, dev: torch.device) -> None:
-    "Refuse to resume a checkpoint of another run: other settings, tokenizer, data, starting policy or device type."
+def _check_resume(ck: dict, cfg: RLConfig, tok: ReturnTokenizer, ck_in: dict, record: dict) -> None:
+    "Refuse to resume a checkpoint of another run: other settings, tokenizer, data or starting policy."
     out = cfg.checkpoint_out
     if ck.get("stage") != "rl": raise ValueError(f"{out}: not a Stage 3 checkpoint, cannot resume")
     check_tokenizer(ck, tok, out)
@@ -390,7 +390,7 @@ def reinforce_finetune(
 ) -> RLResult:
     "Stage 3: REINFORCE fine-tuning of the SFT policy on BTC training windows."
     cfg.validate()
-    rank, _, world, dev = dist_setup(cfg.device)                               # torchrun: one process per rank (see 11_scale)
+    dev = dist_setup(cfg.device)[3]                                            # torchrun: one process per rank (see 11_scale)
     progress = progress and is_main()
     out = check_writable(cfg.checkpoint_out, "checkpoint_out (--out)")
     tok = load_tokenizer(cfg.tokenizer)
@@ -427,7 +427,7 @@ def reinforce_finetune(
         hist, start, run_id = [], 0, uuid.uuid4().hex[:12]
         if resume:
             ck = load_checkpoint(out)
-            _check_resume(ck, cfg, tok, ck_in, corpus.record, dev)
+            _check_resume(ck, cfg, tok, ck_in, corpus.record)
             policy.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"])
             if not restore_generator(gen, ck["rng"]):
                 was = str(ck.get("provenance", {}).get("device") or "cpu")

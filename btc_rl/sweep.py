@@ -122,7 +122,7 @@ def sweep(
         d = folder / _job_name(p); d.mkdir(exist_ok=True)
         for f in _JOB_OUTPUTS: (d / f).unlink(missing_ok=True)                 # an earlier sweep's outputs must not pass for this one's
         shutil.rmtree(d / "rl.tb", ignore_errors=True)                         # nor its TensorBoard events (log="tensorboard")
-        p = {**p, "checkpoint_out": str(d / "rl.pt"), "overwrite": True}
+        p = {**p, "checkpoint_out": str(d / "rl.pt")}
         (d / "params.json").write_text(json.dumps(p, indent=2))
         args.append((p, str(d / "train.ipynb"))); names.append(d.name)
     (folder / "sweep.json").write_text(json.dumps({"jobs": names}, indent=2))  # collect_sweep reads these jobs only
