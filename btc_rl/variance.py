@@ -135,17 +135,21 @@ def _episodes(policy, train_ids, K, G, cfg, gen):
     return ctx.repeat_interleave(G, 0), tgt.repeat_interleave(G, 0), toks
 
 def reference_gradients(policy: GPT, train_ids: torch.Tensor, rewards: list[str], tok, cfg: VarianceConfig, chunk: int = 512) -> dict:
-    "`reference_gradient` of several rewards on the same episodes: one sampling and one forward pass per chunk, one backward per reward."
+    """`reference_gradient` of several rewards on the same episodes: one sampling and one forward pass per chunk of
+    `chunk` episodes (each context once for its G futures, as in `rl_step`), one backward pass per reward."""
     gen = _generator(policy, cfg.seed + 999)
     G = max(cfg.group, 2)
     ctx, tgt, toks = _episodes(policy, train_ids, cfg.ref_episodes // G, G, cfg, gen)
     A = {r: compute_reward(r, toks, tgt, tok, G) - group_baseline(r, toks, tgt, tok, G) for r in rewards}
     params = [p for p in policy.parameters()]
     acc = {r: [None] * len(params) for r in rewards}
-    for i in range(0, len(ctx), chunk):
-        lp, _ = sequence_logprobs(policy, ctx[i:i + chunk], toks[i:i + chunk])
+    ctx, n = ctx[::G], max(1, chunk // G)                                       # the distinct contexts; n per chunk
+    for i in range(0, len(ctx), n):
+        rows = slice(i * G, (i + n) * G)                                        # their futures
+        logits = policy.continue_logits(policy.prefill(ctx[i:i + n]), toks[rows], G).float()
+        lp, _ = sequence_logprobs(policy, ctx[i:i + n], toks[rows], logits=logits)
         for j, r in enumerate(rewards):                                         # the gradient is linear in A: reuse the forward pass
-            gs = torch.autograd.grad(reinforce_loss(lp, A[r][i:i + chunk]) * len(lp) / len(ctx), params,
+            gs = torch.autograd.grad(reinforce_loss(lp, A[r][rows]) * len(lp) / len(toks), params,
                                      retain_graph=j + 1 < len(rewards), allow_unused=True)
             for k, g in enumerate(gs):
                 if g is not None: acc[r][k] = g if acc[r][k] is None else acc[r][k] + g
