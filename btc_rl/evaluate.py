@@ -218,14 +218,24 @@ class EvalReport:
             out[c] = t[c].map(lambda v: "" if pd.isna(v) else format(v, f)) if c in t else ""
         return out
 
+    def differences_table(self) -> pd.DataFrame:
+        "The differences to the reference, each with its CI in one unit: absolute CRPS and % of the reference's CRPS."
+        d, ref = self.differences, float(self.table.at[self.meta["reference"], "crps_cum"])
+        return pd.DataFrame({"Δ CRPS [95% CI]": [f"{r.crps_cum_diff:+.2e} [{r.ci_lo:+.2e}, {r.ci_hi:+.2e}]" for r in d.itertuples()],
+                             "Δ in % of the reference's [95% CI]": [f"{100 * r.crps_cum_diff / ref:+.2f}% [{100 * r.ci_lo / ref:+.2f}%, "
+                                                                    f"{100 * r.ci_hi / ref:+.2f}%]" for r in d.itertuples()]}, index=d.index)
+
     def _repr_markdown_(self) -> str:
-        m = self.meta
+        m, t = self.meta, self.display_table()
+        skill = [c for c in t.columns if c.startswith(("crps", "skill"))]       # two tables: one of 10 columns scrolls off the page
         return (f"**{m['period']} period {m['start']}..{m['end']}**, {m['n_origins']} origins, N = {m['n_paths']} paths of "
                 f"{m['days']} days; skill = 1 - CRPS / CRPS of {m['skill_reference']} (95% moving-block bootstrap CI); "
                 f"`ce_gain_bits` = unigram CE - model CE (bits/token, higher is better); base rate of up moves (cumulative): "
-                f"{m['base_rate_up']:.3f}. Data: {m['source']}\n\n" + self.display_table().to_markdown() +
+                f"{m['base_rate_up']:.3f}. Data: {m['source']}\n\n" + t[skill].to_markdown() +
+                "\n\nCalibration (share of outcomes inside the central 80%, 50% and 90% bands of the paths), token cross-entropy "
+                "and entropy, direction accuracy of the mean path:\n\n" + t.drop(columns=skill).to_markdown() +
                 f"\n\nCRPS of the cumulative return minus the reference's ({m['reference']}); negative is better, "
-                f"95% moving-block bootstrap CI:\n\n" + self.differences.to_markdown(floatfmt=".5g"))
+                f"95% moving-block bootstrap CI:\n\n" + self.differences_table().to_markdown())
 
     def to_json(self, path: str | os.PathLike) -> Path:
         out = {"meta": self.meta, "models": self.table.replace({np.nan: None}).to_dict(orient="index"),
