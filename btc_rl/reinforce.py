@@ -312,10 +312,11 @@ class RLResult:
                 ("validation reward, starting policy", f"{s['val_reward_ref']:.5g}"),
                 ("validation reward, final policy", f"{s['val_reward']:.5g}"),
                 ("entropy start → end (nats)", f"{s['entropy_first']:.3f} → {s['entropy_last']:.3f}"),
-                ("KL to start, end (nats)", f"{s['kl_ref_last']:.2e}"), ("skipped steps", s["skipped_steps"]),
+                ("KL to the starting policy (nats), last measured", f"{s['kl_ref_last']:.3g}" + (f" (step {s['kl_ref_step']})" if s.get("kl_ref_step") is not None else "")),
+                ("skipped steps", s["skipped_steps"]),
                 ("sampled tokens/s (median)", f"{s['tokens_per_s']:.0f}"), ("wall time (s)", f"{s['seconds']:.1f}"),
                 ("checkpoint", str(self.checkpoint))]
-        return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        return "| Stage 3 run | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 def _summary(hist: pd.DataFrame, cfg: RLConfig, source: str, val_ref: float, seconds: float) -> dict:
     k = max(1, len(hist) // 10)
@@ -325,7 +326,9 @@ def _summary(hist: pd.DataFrame, cfg: RLConfig, source: str, val_ref: float, sec
             "train_reward_first": float(hist["reward_mean"].head(k).mean()), "train_reward_last": float(hist["reward_mean"].tail(k).mean()),
             "val_reward_ref": val_ref, "val_reward": float(val.iloc[-1]) if len(val) else float("nan"),
             "entropy_first": float(hist["entropy"].iloc[0]), "entropy_last": float(hist["entropy"].iloc[-1]),
-            "kl_ref_last": float(hist["kl_ref"].dropna().iloc[-1]) if hist["kl_ref"].notna().any() else float("nan"), "skipped_steps": int(hist["skipped_step"].sum()),
+            "kl_ref_last": float(hist["kl_ref"].dropna().iloc[-1]) if hist["kl_ref"].notna().any() else float("nan"),
+            "kl_ref_step": int(hist["step"][hist["kl_ref"].notna()].iloc[-1]) if hist["kl_ref"].notna().any() else None,  # kl_ref: every kl_every-th step
+            "skipped_steps": int(hist["skipped_step"].sum()),
             "tokens_per_s": float(hist["tokens_per_s"].median()), "seconds": seconds}
 
 def _history_record(hist: list[dict]) -> dict:

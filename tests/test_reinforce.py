@@ -126,6 +126,7 @@ def test_group_run_records_reward_baseline_and_group_size(tiny):
     assert ck["metrics"]["summary"]["group_size"] == 2 and res.history["frac_reward_zero_std"].between(0, 1).all()
     assert res.history["val_reward"].dropna().lt(0).all()                      # minus a CRPS
     assert "group size G | 2" in res._repr_markdown_()
+    assert res.summary["kl_ref_step"] == 3 and "(step 3)" in res._repr_markdown_()   # kl_coef > 0: the KL is measured every step
 
 def test_kl_penalty_keeps_the_policy_closer(tiny):
     with warnings.catch_warnings():
