@@ -75,6 +75,8 @@ def test_evaluate_command_reports_baselines(tiny, tmp_path):
     res = json.loads(out.read_text())
     assert {"zero return", "static empirical (train)", "rolling 365-day empirical", "GARCH(1,1)-t (train fit)", "SFT policy"} <= set(res["models"])
     assert res["meta"]["n_paths"] == 20 and "crps_cum" in p.stdout
+    g, ref = res["differences"]["GARCH(1,1)-t (train fit)"], res["models"]["SFT policy"]["crps_cum"]   # the differences: CI in the estimate's unit
+    assert f"{100 * g['crps_cum_diff'] / ref:+.2f}% [{100 * g['ci_lo'] / ref:+.2f}%, {100 * g['ci_hi'] / ref:+.2f}%]" in p.stdout
     bad = subprocess.run([BIN / "btc-rl", "evaluate", "--ckpt", str(tiny / "sft.pt"), "--paths", "1", "--tokenizer", str(tiny / "tok.pt"),
                           "--data-dir", str(tiny)], capture_output=True, text=True)
     assert bad.returncode == 2 and "n_paths=1" in bad.stderr and "Traceback" not in bad.stderr
