@@ -68,12 +68,18 @@ def instrumented(pol, ref, opt, timers):
         for m in (pol, ref, opt):
             for name in ("sample", "prefill", "continue_logits", "step"): m.__dict__.pop(name, None)
 
-def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict:
+def models(size: str) -> tuple[GPT, GPT, torch.optim.Optimizer]:
+    "A seeded random policy of LAYERSxWIDTHxHEADS, its frozen starting copy and an AdamW."
     L, C, H = (int(x) for x in size.split("x"))
     torch.manual_seed(0)
     pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval()
     ref = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
+    return pol, ref, torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
+
+def label(pol: GPT) -> str: c = pol.config; return f"{c.n_layer}x{c.n_embd} ({c.n_head} heads)"
+
+def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict:
+    pol, ref, opt = models(size)
     fields = RLConfig.__dataclass_fields__
     kw = {"kl_every": 1} if "kl_every" in fields else {}
     cfg = RLConfig(batch_episodes=B, context_len=128, horizon=32, **kw)
@@ -97,7 +103,7 @@ def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict
     fl = floor_flops(pol, B, T) / peak
     med = statistics.median(times)
     i = times.index(med) if med in times else 0
-    return {"size": f"{L}x{C} ({H} heads)", "params": pol.num_params(), "B": B, "floor": fl, "step": med,
+    return {"size": label(pol), "params": pol.num_params(), "B": B, "floor": fl, "step": med,
             "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}}
 
 def _dist_worker(rank: int, procs: int, port: int, size: str, B: int, repeats: int, threads: int, out: str):
@@ -105,11 +111,7 @@ def _dist_worker(rank: int, procs: int, port: int, size: str, B: int, repeats: i
     torch.set_num_threads(threads)
     from btc_rl.distributed import dist_setup, dist_cleanup
     dist_setup("cpu")
-    L, C, H = (int(x) for x in size.split("x"))
-    torch.manual_seed(0)
-    pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval()
-    ref = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
+    pol, ref, opt = models(size)
     ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
     res = {}
@@ -131,9 +133,8 @@ def run_procs(size: str, B: int, procs: int, repeats: int, peak: float) -> dict:
         out = os.path.join(d, "times.pt")
         mp.spawn(_dist_worker, args=(procs, port, size, B, repeats, threads, out), nprocs=procs, join=True)
         r = torch.load(out)
-    L, C, H = (int(x) for x in size.split("x"))
-    pol = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H))
-    return {"size": f"{L}x{C} ({H} heads), {procs} procs x {threads} thread{'s' * (threads > 1)}", "params": pol.num_params(), "B": B,
+    pol = models(size)[0]
+    return {"size": f"{label(pol)}, {procs} procs x {threads} thread{'s' * (threads > 1)}", "params": pol.num_params(), "B": B,
             "floor": floor_flops(pol, B, 160) / peak, "step": r["step"], "nokl": r["nokl"], "parts": {}}
 
 def main():

@@ -320,14 +320,13 @@ class RLResult:
 
 def _summary(hist: pd.DataFrame, cfg: RLConfig, source: str, val_ref: float, seconds: float) -> dict:
     k = max(1, len(hist) // 10)
-    val = hist["val_reward"].dropna()
+    val, kl = hist["val_reward"].dropna(), hist.dropna(subset=["kl_ref"])     # kl_ref: every kl_every-th step
     return {"reward": cfg.reward, "baseline": cfg.baseline, "group_size": cfg.group_size, "kl_coef": cfg.kl_coef,
             "steps": int(hist["step"].max()), "data_source": source,
             "train_reward_first": float(hist["reward_mean"].head(k).mean()), "train_reward_last": float(hist["reward_mean"].tail(k).mean()),
             "val_reward_ref": val_ref, "val_reward": float(val.iloc[-1]) if len(val) else float("nan"),
             "entropy_first": float(hist["entropy"].iloc[0]), "entropy_last": float(hist["entropy"].iloc[-1]),
-            "kl_ref_last": float(hist["kl_ref"].dropna().iloc[-1]) if hist["kl_ref"].notna().any() else float("nan"),
-            "kl_ref_step": int(hist["step"][hist["kl_ref"].notna()].iloc[-1]) if hist["kl_ref"].notna().any() else None,  # kl_ref: every kl_every-th step
+            "kl_ref_last": float(kl["kl_ref"].iloc[-1]) if len(kl) else float("nan"), "kl_ref_step": int(kl["step"].iloc[-1]) if len(kl) else None,
             "skipped_steps": int(hist["skipped_step"].sum()),
             "tokens_per_s": float(hist["tokens_per_s"].median()), "seconds": seconds}
 
