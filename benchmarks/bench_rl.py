@@ -15,7 +15,14 @@ Columns: `step` is `rl_step` with the defaults (KL to the starting policy measur
 same step when the KL pass is skipped (kl_coef = 0 and the step is not a `kl_every` step: exact REINFORCE), `% floor`
 = floor / time. The split is of the `step` column; `other` is what the named parts leave (window draws, advantages,
 metrics). `default step` is what a step costs on average with the default `kl_every` (the KL pass on one step in
-`kl_every` when kl_coef = 0): (step + (kl_every - 1) * no-KL step) / kl_every. Times are medians over the repeats.
+`kl_every` when kl_coef = 0): (step + (kl_every - 1) * no-KL step) / kl_every. `plain forward + backward` is the floor's
+work and nothing else: the policy's cross-entropy over B random sequences of C + H tokens, forward and backward, outside
+`rl_step`; a step cannot beat it. Times are medians over the repeats.
+
+The last table (`--no-ops` leaves it out) is one no-KL step under torch.profiler, split by kernel: matmuls (with the
+FLOP/s they reach: the profiler counts their FLOPs), attention kernels (forward and backward), the other ATen ops
+(elementwise, norms, copies, sampling's draws) and what runs outside ATen ops (Python, the autograd engine). The
+profiler slows a step of many small ops, so its seconds are larger than the step's; the shares are what to read.
 """
 import argparse, contextlib, inspect, os, socket, statistics, tempfile, time
 import torch
@@ -76,9 +83,24 @@ def models(size: str) -> tuple[GPT, GPT, torch.optim.Optimizer]:
     ref = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H)).eval().requires_grad_(False)
     return pol, ref, torch.optim.AdamW(pol.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
 
-def label(pol: GPT) -> str: c = pol.config; return f"{c.n_layer}x{c.n_embd} ({c.n_head} heads)"
+def label(pol: GPT) -> str: c = pol.config; return f"{c.n_layer}x{c.n_embd} ({c.n_head} head{'s' * (c.n_head > 1)})"
 
-def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict:
+def op_split(step) -> dict:
+    "One call of `step` under torch.profiler: seconds in matmuls (and their FLOPs), attention, other ATen ops and outside them."
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        t0 = time.perf_counter(); step(); wall = time.perf_counter() - t0
+    out = {"wall": wall, "matmul": 0.0, "flops": 0.0, "attention": 0.0, "other ATen ops": 0.0, "others": {}}
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::"): continue
+        t = e.self_cpu_time_total / 1e6
+        if e.key in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"): out["matmul"] += t; out["flops"] += e.flops
+        elif "scaled_dot_product" in e.key: out["attention"] += t
+        else: out["other ATen ops"] += t; out["others"][e.key[6:]] = t
+    out["outside ATen ops"] = wall - out["matmul"] - out["attention"] - out["other ATen ops"]
+    return out
+
+def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float, with_ops: bool = True) -> dict:
     pol, ref, opt = models(size)
     fields = RLConfig.__dataclass_fields__
     kw = {"kl_every": 1} if "kl_every" in fields else {}
@@ -103,8 +125,14 @@ def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float) -> dict
     fl = floor_flops(pol, B, T) / peak
     med = statistics.median(times)
     i = times.index(med) if med in times else 0
+    x = torch.randint(0, pol.config.vocab_size, (B, T), generator=torch.Generator().manual_seed(0))
+    plain = []
+    for _ in range(repeats + 1):                                                # the first is a warm-up
+        t0 = time.perf_counter(); pol(x, x)[1].backward(); plain.append(time.perf_counter() - t0); pol.zero_grad(set_to_none=True)
+    ops = op_split(lambda: step(cfg_nokl, 1)) if with_ops else None
     return {"size": label(pol), "params": pol.num_params(), "B": B, "floor": fl, "step": med,
-            "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}}
+            "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}, "ops": ops,
+            "plain": statistics.median(plain[1:])}
 
 def _dist_worker(rank: int, procs: int, port: int, size: str, B: int, repeats: int, threads: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs))
@@ -135,7 +163,7 @@ def run_procs(size: str, B: int, procs: int, repeats: int, peak: float) -> dict:
         r = torch.load(out)
     pol = models(size)[0]
     return {"size": f"{label(pol)}, {procs} procs x {threads} thread{'s' * (threads > 1)}", "params": pol.num_params(), "B": B,
-            "floor": floor_flops(pol, B, 160) / peak, "step": r["step"], "nokl": r["nokl"], "parts": {}}
+            "floor": floor_flops(pol, B, 160) / peak, "step": r["step"], "nokl": r["nokl"], "parts": {}, "ops": None, "plain": float("nan")}
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -145,6 +173,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one repeat, B = 64 only")
     ap.add_argument("--procs", type=int, default=0, help="also time each step split over this many (>= 2) gloo processes [default: off]")
+    ap.add_argument("--no-ops", action="store_true", help="leave out the profiled split by kernel")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.quick: a.repeats, a.batch = 1, [64]
@@ -155,16 +184,17 @@ def main():
     ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))  # ~ the BTC training period, in tokens
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s (float32), "
           f"context 128, horizon 32, reward token_acc, batch-mean baseline\n")
-    print(f"| policy | params | B | floor (s) | step (s) | % floor | step, no KL pass (s) | % floor | default step (kl_every={K}) (s) | % floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| policy | params | B | floor (s) | step (s) | % floor | step, no KL pass (s) | % floor | default step (kl_every={K}) (s) | % floor "
+          "| plain forward + backward (s) | % floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for s in sizes:
         for B in a.batch:
-            for r in [run(s, B, ids, a.repeats, peak)] + ([run_procs(s, B, a.procs, a.repeats, peak)] if a.procs > 1 else []):
+            for r in [run(s, B, ids, a.repeats, peak, not a.no_ops)] + ([run_procs(s, B, a.procs, a.repeats, peak)] if a.procs > 1 else []):
                 rows.append(r)
                 print(f"| {r['size']} | {r['params']:,} | {B} | {r['floor']:.3f} | {r['step']:.3f} | {r['floor'] / r['step']:.0%} | "
                       f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} | {(r['step'] + (K - 1) * r['nokl']) / K:.3f} | "
-                      f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} |", flush=True)
+                      f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} | {r['plain']:.3f} | {r['floor'] / r['plain']:.0%} |", flush=True)
     names = ["sampling", "reward", "teacher-forced pass", "backward", "optimizer", "KL (starting policy's pass)"]
     if any(r["parts"] for r in rows):
         print("\nWhere a `step` goes (seconds; share of the step):\n")
@@ -174,6 +204,18 @@ def main():
             p = r["parts"]; other = r["step"] - sum(p.get(n, 0.0) for n in names)
             cells = [f"{p.get(n, 0.0):.3f} ({p.get(n, 0.0) / r['step']:.0%})" for n in names] + [f"{other:.3f} ({other / r['step']:.0%})"]
             print(f"| {r['size']} | {r['B']} | " + " | ".join(cells) + " |")
+    if any(r["ops"] for r in rows):
+        print(f"\nOne step without the KL pass, by kernel (profiled; seconds, share of the profiled step; matmul peak {peak / 1e9:.0f} GFLOP/s):\n")
+        print("| policy | B | profiled step (s) | matmuls | matmul GFLOP/s (% of peak) | attention | other ATen ops | outside ATen ops | largest other ops (s) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in rows:
+            o = r["ops"]
+            if not o: continue
+            cell = lambda k: f"{o[k]:.3f} ({o[k] / o['wall']:.0%})"
+            rate = o["flops"] / max(o["matmul"], 1e-9)
+            top = ", ".join(f"{k} {t:.3f}" for k, t in sorted(o["others"].items(), key=lambda kv: -kv[1])[:4])
+            print(f"| {r['size']} | {r['B']} | {o['wall']:.3f} | {cell('matmul')} | {rate / 1e9:.0f} ({rate / peak:.0%}) | {cell('attention')} | "
+                  f"{cell('other ATen ops')} | {cell('outside ATen ops')} | {top} |")
 
 if __name__ == "__main__":
     main()
