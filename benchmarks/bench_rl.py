@@ -13,11 +13,13 @@ reward, the optimizer and the starting policy's pass (the KL) come on top of it.
 
 Columns: `step` is `rl_step` with the defaults (KL to the starting policy measured every step), `step, no KL pass` the
 same step when the KL pass is skipped (kl_coef = 0 and the step is not a `kl_every` step: exact REINFORCE), `% floor`
-= floor / time. The split is of the `step` column; `other` is what the named parts leave (window draws, advantages,
-metrics). `default step` is what a step costs on average with the default `kl_every` (the KL pass on one step in
-`kl_every` when kl_coef = 0): (step + (kl_every - 1) * no-KL step) / kl_every. `plain forward + backward` is the floor's
-work and nothing else: the policy's cross-entropy over B random sequences of C + H tokens, forward and backward, outside
-`rl_step`; a step cannot beat it. Times are medians over the repeats.
+= floor / time. The split is of the median `step` run (with an even number of repeats, the upper middle one); `other`
+is what the named parts leave (window draws, advantages, metrics). `default step` is what a step costs on average with
+the default `kl_every` (the KL pass on one step in `kl_every` when kl_coef = 0): (step + (kl_every - 1) * no-KL step)
+/ kl_every. `plain forward + backward` is the floor's work done the plain way: the policy's cross-entropy over B
+random sequences of C + H tokens, forward and backward, in one pass, outside `rl_step`. It shows how close this
+machine's kernels come to the floor before anything of RL is added (at large batches `rl_step`'s two shorter passes
+can beat it: smaller temporaries). Times are medians over the repeats.
 
 The last table (`--no-ops` leaves it out) is one no-KL step under torch.profiler, split by kernel: matmuls (with the
 FLOP/s they reach: the profiler counts their FLOPs), attention kernels (forward and backward), the other ATen ops
@@ -124,14 +126,14 @@ def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float, with_op
     T = cfg.context_len + cfg.horizon
     fl = floor_flops(pol, B, T) / peak
     med = statistics.median(times)
-    i = times.index(med) if med in times else 0
+    i = sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]       # the split is of this run (the median one)
     x = torch.randint(0, pol.config.vocab_size, (B, T), generator=torch.Generator().manual_seed(0))
     plain = []
     for _ in range(repeats + 1):                                                # the first is a warm-up
         t0 = time.perf_counter(); pol(x, x)[1].backward(); plain.append(time.perf_counter() - t0); pol.zero_grad(set_to_none=True)
     ops = op_split(lambda: step(cfg_nokl, 1)) if with_ops else None
     return {"size": label(pol), "params": pol.num_params(), "B": B, "floor": fl, "step": med,
-            "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}, "ops": ops,
+            "nokl": statistics.median(nokl) if nokl else float("nan"), "parts": parts[i] if split else {}, "split_step": times[i], "ops": ops,
             "plain": statistics.median(plain[1:])}
 
 def _dist_worker(rank: int, procs: int, port: int, size: str, B: int, repeats: int, threads: int, out: str):
@@ -201,8 +203,8 @@ def main():
         print("| policy | B | " + " | ".join(names) + " | other |\n|---|---:|" + "---:|" * (len(names) + 1))
         for r in rows:
             if not r["parts"]: continue
-            p = r["parts"]; other = r["step"] - sum(p.get(n, 0.0) for n in names)
-            cells = [f"{p.get(n, 0.0):.3f} ({p.get(n, 0.0) / r['step']:.0%})" for n in names] + [f"{other:.3f} ({other / r['step']:.0%})"]
+            p, t = r["parts"], r["split_step"]; other = t - sum(p.get(n, 0.0) for n in names)
+            cells = [f"{p.get(n, 0.0):.3f} ({p.get(n, 0.0) / t:.0%})" for n in names] + [f"{other:.3f} ({other / t:.0%})"]
             print(f"| {r['size']} | {r['B']} | " + " | ".join(cells) + " |")
     if any(r["ops"] for r in rows):
         print(f"\nOne step without the KL pass, by kernel (profiled; seconds, share of the profiled step; matmul peak {peak / 1e9:.0f} GFLOP/s):\n")
