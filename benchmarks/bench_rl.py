@@ -129,7 +129,7 @@ def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float, with_op
     i = sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]       # the split is of this run (the median one)
     x = torch.randint(0, pol.config.vocab_size, (B, T), generator=torch.Generator().manual_seed(0))
     plain = []
-    for _ in range(repeats + 1):                                                # the first is a warm-up
+    for _ in range(repeats + 1):                                  # the first is a warm-up; the targets are any tokens (only the cost counts)
         t0 = time.perf_counter(); pol(x, x)[1].backward(); plain.append(time.perf_counter() - t0); pol.zero_grad(set_to_none=True)
     ops = op_split(lambda: step(cfg_nokl, 1)) if with_ops else None
     return {"size": label(pol), "params": pol.num_params(), "B": B, "floor": fl, "step": med,
