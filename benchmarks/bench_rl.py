@@ -165,7 +165,7 @@ def run_procs(size: str, B: int, procs: int, repeats: int, peak: float) -> dict:
         r = torch.load(out)
     pol = models(size)[0]
     return {"size": f"{label(pol)}, {procs} procs x {threads} thread{'s' * (threads > 1)}", "params": pol.num_params(), "B": B,
-            "floor": floor_flops(pol, B, 160) / peak, "step": r["step"], "nokl": r["nokl"], "parts": {}, "ops": None, "plain": float("nan")}
+            "floor": floor_flops(pol, B, 160) / peak, "step": r["step"], "nokl": r["nokl"], "parts": {}, "ops": None, "plain": None}
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -196,7 +196,8 @@ def main():
                 rows.append(r)
                 print(f"| {r['size']} | {r['params']:,} | {B} | {r['floor']:.3f} | {r['step']:.3f} | {r['floor'] / r['step']:.0%} | "
                       f"{r['nokl']:.3f} | {r['floor'] / r['nokl']:.0%} | {(r['step'] + (K - 1) * r['nokl']) / K:.3f} | "
-                      f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} | {r['plain']:.3f} | {r['floor'] / r['plain']:.0%} |", flush=True)
+                      f"{r['floor'] * K / (r['step'] + (K - 1) * r['nokl']):.0%} | " +
+                      (f"{r['plain']:.3f} | {r['floor'] / r['plain']:.0%} |" if r["plain"] else "— | — |"), flush=True)
     names = ["sampling", "reward", "teacher-forced pass", "backward", "optimizer", "KL (starting policy's pass)"]
     if any(r["parts"] for r in rows):
         print("\nWhere a `step` goes (seconds; share of the step):\n")

@@ -62,7 +62,7 @@ BASELINES_STUDIED = ("none", "mean", "loo", "group", "group_norm", "ema", "exact
 
 def _blocks(n: int, size: int) -> list[slice]:
     "0..n in slices of at least `size` (the last one takes the remainder); one slice if n < size (0..0 if n = 0)."
-    edges = (list(range(0, n, size))[:max(1, n // size)] or [0]) + [n]
+    edges = [i * size for i in range(max(1, n // size))] + [n]
     return [slice(i, j) for i, j in zip(edges, edges[1:])]
 
 def _column_blocks(rows: int, cols: int, budget: int = 1 << 21) -> list[slice]:
