@@ -31,7 +31,7 @@ import torch
 import torch.multiprocessing as mp
 import btc_rl.reinforce as rf
 from btc_rl.model import GPT, GPTConfig
-from btc_rl.reinforce import RLConfig, rl_step
+from btc_rl.reinforce import EpisodeSource, RLConfig, rl_step
 
 def matmul_peak(repeats: int = 3) -> float:
     "The best float32 matmul FLOP/s over a few square sizes."
@@ -102,7 +102,7 @@ def op_split(step) -> dict:
     out["outside ATen ops"] = wall - out["matmul"] - out["attention"] - out["other ATen ops"]
     return out
 
-def run(size: str, B: int, ids: torch.Tensor, repeats: int, peak: float, with_ops: bool = True) -> dict:
+def run(size: str, B: int, ids: EpisodeSource, repeats: int, peak: float, with_ops: bool = True) -> dict:
     pol, ref, opt = models(size)
     fields = RLConfig.__dataclass_fields__
     kw = {"kl_every": 1} if "kl_every" in fields else {}
@@ -143,6 +143,7 @@ def _dist_worker(rank: int, procs: int, port: int, size: str, B: int, repeats: i
     dist_setup("cpu")
     pol, ref, opt = models(size)
     ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))
+    ids = EpisodeSource.of_tokens(ids, torch.zeros(len(ids), 1))                # the windows rl_step draws from
     gen = torch.Generator().manual_seed(0)
     res = {}
     for name, kl_every, step in (("step", 1, 0), ("nokl", 10**9, 1)):
@@ -184,6 +185,7 @@ def main():
     K = RLConfig().kl_every if "kl_every" in RLConfig.__dataclass_fields__ else 1
     peak = matmul_peak()
     ids = torch.randint(0, 64, (2700,), generator=torch.Generator().manual_seed(0))  # ~ the BTC training period, in tokens
+    ids = EpisodeSource.of_tokens(ids, torch.zeros(len(ids), 1))                # the windows rl_step draws from
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s (float32), "
           f"context 128, horizon 32, reward token_acc, batch-mean baseline\n")
     print(f"| policy | params | B | floor (s) | step (s) | % floor | step, no KL pass (s) | % floor | default step (kl_every={K}) (s) | % floor "

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from .data import Splits, load_btc, load_assets, log_returns, data_record, record_differences, drop_short_assets, SYNTHETIC_SOURCE
+from .data import (Splits, load_btc, load_assets, log_returns, data_record, record_differences, drop_short_assets,
+                         SYNTHETIC_SOURCE)
 from .tokenizer import ReturnTokenizer
 
 # %% auto #0
-__all__ = ['TokenSeries', 'Corpus', 'tokenize_series', 'windows', 'check_tokenizer_data', 'load_corpus']
+__all__ = ['TokenSeries', 'Corpus', 'tokenize_series', 'windows', 'check_tokenizer_data', 'load_corpus', 'resolve_assets']
 
 # %% ../nbs/02b_corpus.ipynb #f93f162d
 @dataclass
@@ -48,7 +49,8 @@ class Corpus:
 
     def data_record(self) -> dict:
         "What a checkpoint stores about its data: source, splits, assets used and the folder's hashes."
-        return {"source": self.source, "splits": self.splits.to_dict(), "assets": sorted(self.series), "files": self.record}
+        return {"source": self.source, "splits": self.splits.to_dict(), "assets": sorted(self.series),
+                "files": self.record}
 
 def tokenize_series(tok: ReturnTokenizer, name: str, prices: pd.DataFrame) -> TokenSeries:
     "Tokenize one asset's log returns from its first day."
@@ -93,10 +95,27 @@ def load_corpus(
     if diffs:
         raise ValueError(f"{tok.path or 'the tokenizer'} was built from other data ({'; '.join(diffs)}): "
                          "rebuild it with `btc-rl tokenizer` (then `btc-rl pretrain`, `btc-rl sft`)")
-    if "splits" not in tok.meta: raise ValueError("tokenizer file has no split dates; rebuild it with `btc-rl tokenizer`")
+    if "splits" not in tok.meta: raise ValueError("tokenizer file has no split dates; rebuild it with `btc-rl "
+                                                  "tokenizer`")
     splits = Splits.from_dict(tok.meta["splits"])
     btc = load_btc(csv, data_dir)
     if btc.index.max() < splits.val_end:
-        raise ValueError(f"BTC data ends {btc.index.max().date()}, before the tokenizer's validation period ends ({splits.val_end.date()})")
+        raise ValueError(f"BTC data ends {btc.index.max().date()}, before the tokenizer's validation period ends "
+                         f"({splits.val_end.date()})")
     assets = drop_short_assets(load_assets(btc, data_dir), splits.train_end) if with_assets else {"BTC-USD": btc}
     return Corpus({k: tokenize_series(tok, k, v) for k, v in assets.items()}, splits, btc.attrs["source"], record)
+
+# %% ../nbs/02b_corpus.ipynb #c70106fd
+def resolve_assets(
+    spec: str,                 # BTC-USD | BTC | all | tickers separated by commas or spaces
+    names: list[str],          # the assets available (a corpus's series)
+    what: str = "assets",      # the parameter's name, for the message
+) -> list[str]:
+    "The asset names a user's list stands for, in the order given (`all`: every available asset)."
+    want = [a for a in spec.replace(",", " ").split() if a]
+    if not want: raise ValueError(f"{what}={spec!r}: name BTC-USD, all, or tickers")
+    if [a.lower() for a in want] == ["all"]: return list(names)
+    want = list(dict.fromkeys("BTC-USD" if a.upper() == "BTC" else a for a in want))
+    missing = [a for a in want if a not in names]
+    if missing: raise ValueError(f"{what}={spec!r}: not in the data folder (or too short to use): {', '.join(missing)}")
+    return want

@@ -29,13 +29,14 @@ def dist_setup(
     device: str = "auto",          # auto | cpu | cuda: the device type; each process takes cuda:LOCAL_RANK
     backend: str | None = None,    # default: nccl on CUDA, gloo on CPU
 ) -> tuple[int, int, int, torch.device]:  # rank, local_rank, world_size, device
-    "Join the process group torchrun describes (RANK, LOCAL_RANK, WORLD_SIZE); a single process only resolves the device."
+    "Join the process group torchrun describes (RANK, LOCAL_RANK, WORLD_SIZE); one process only resolves the device."
     dev = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 and not (dist.is_available() and dist.is_initialized()): return 0, 0, 1, dev
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if dev.type == "cuda": dev = torch.device("cuda", local); torch.cuda.set_device(dev)
-    if not dist.is_initialized():                                              # env:// (torchrun sets MASTER_ADDR / MASTER_PORT)
+    # env:// (torchrun sets MASTER_ADDR / MASTER_PORT)
+    if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"), rank=rank, world_size=world)
     return dist.get_rank(), local, dist.get_world_size(), dev
 
@@ -57,7 +58,7 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, t.detach().contiguous()); return torch.cat(parts)
 
 def on_main(fn: Callable[[], _T]) -> _T | None:
-    """Call `fn` on rank 0 only while the others wait; `fn`'s result on rank 0, None elsewhere (a single process: `fn()`).
+    """Call `fn` on rank 0 only while the others wait; its result on rank 0, None elsewhere (one process: `fn()`).
     If `fn` raised, every process raises: rank 0 its own error, the others a RuntimeError quoting it, so no rank is
     left waiting for a collective that will never come."""
     rank, world = rank_world()
@@ -73,7 +74,7 @@ def on_main(fn: Callable[[], _T]) -> _T | None:
     return out
 
 def sync_gradients(model: torch.nn.Module) -> None:
-    "Replace every parameter's gradient by its mean over processes (one all-reduce); a missing gradient counts as zeros."
+    "Replace every parameter's gradient by its mean over processes (one all-reduce); a missing one counts as zeros."
     rank, world = rank_world()
     if world == 1: return
     ps = [p for p in model.parameters() if p.requires_grad]

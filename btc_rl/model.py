@@ -45,16 +45,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 def rope_pairs(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "`rope_tables` spread over both channels of each pair: (T, hd) tables (cos, cos) and (-sin, sin) for `apply_rope_pairs`."
+    "`rope_tables` over both channels of each pair: (T, hd) tables (cos, cos) and (-sin, sin) for `apply_rope_pairs`."
     return cos.repeat_interleave(2, -1), torch.stack([-sin, sin], -1).flatten(-2)
 
 def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
-    "`apply_rope` as x * cos2 + swap(x) * sin2 (swap exchanges the channels of each pair): the same numbers, in three array ops."
+    "`apply_rope` as x * cos2 + swap(x) * sin2 (swap: each pair's channels exchanged): the same numbers, three ops."
     return x * cos2 + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin2
 
 # %% ../nbs/03_model.ipynb #416e693a
 class KVCache:
-    "Per-layer keys and values for incremental decoding of a batch; buffers follow the device and dtype of the first keys stored."
+    "Per-layer keys and values for incremental decoding; buffers follow the device and dtype of the first keys stored."
     def __init__(self, cfg: GPTConfig, batch: int, max_len: int):
         self.shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)     # (L, B, H, T_max, hd)
         self.k = self.v = None
@@ -79,14 +79,14 @@ class KVCache:
 
 @dataclass
 class Prefix:
-    "What contexts leave for the tokens after them: per-layer keys and values (B, H, C, hd) and the last position's logits (B, V)."
+    "What contexts leave for the tokens after them: per-layer keys, values (B, H, C, hd) and the last logits (B, V)."
     kv: list          # [(k, v)] per layer
     logits: torch.Tensor
 
     def rows(self, i: int, j: int) -> "Prefix": return Prefix([(k[i:j], v[i:j]) for k, v in self.kv], self.logits[i:j])
 
 class PastKV:
-    "A prefix's keys and values kept as they are (graph tensors); empty, it records them. Tokens after it attend to them with gradient."
+    "A prefix's keys and values as they are (graph tensors); empty, it records them. Later tokens attend with gradient."
     def __init__(self, kv: list | None = None, repeats: int = 1):
         self.kv, self.repeats = ([] if kv is None else kv), repeats
         self.recording = kv is None
@@ -110,11 +110,14 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
-        qk = apply_rope_pairs(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])   # queries and keys at once: (B, T, 2, H, hd)
+        qk = apply_rope_pairs(qkv[:, :, :2], cos[:, None, None], sin[:, None,
+                                                                     # queries and keys at once: (B, T, 2, H, hd)
+                                                                     None])
         q, k = qk.permute(2, 0, 3, 1, 4)                                         # 2 x (B, H, T, hd)
         v = qkv[:, :, 2].transpose(1, 2)
         p = 0
-        if cache is not None:                                                    # KVCache (sampling) or PastKV (a prefix)
+        # KVCache (sampling) or PastKV (a prefix)
+        if cache is not None:
             p = cache.pos
             k, v = cache.insert(layer, k, v)                                     # (B, H, p + T, hd)
         drop = self.dropout if self.training else 0.0
@@ -128,7 +131,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc, self.proj = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False), nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+        self.fc, self.proj = nn.Linear(cfg.n_embd, 4 * cfg.n_embd,
+                                       bias=False), nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
     def forward(self, x): return self.drop(self.proj(F.gelu(self.fc(x))))
 
@@ -146,7 +150,7 @@ def sampling_logprobs(
     logits: torch.Tensor,        # (..., V)
     temperature: float = 1.0,    # > 0; below 1 sharpens, above 1 flattens
     top_k: int | None = None,    # keep only the k largest logits (None or 0: all)
-    keep: torch.Tensor | None = None,  # (..., V) bool: the tokens kept when sampling (the sampler's top-k sets), instead of recomputing them
+    keep: torch.Tensor | None = None,  # (..., V) bool: the sampler's top-k sets, used instead of recomputing them
 ) -> torch.Tensor:               # (..., V) log-probabilities of the sampling distribution
     "Log-probabilities of the temperature / top-k distribution tokens are sampled from."
     if temperature <= 0: raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -164,7 +168,8 @@ def exp_noise(
 ) -> torch.Tensor:                         # (n_steps, rows, vocab) Exp(1) draws
     "The random numbers `torch.multinomial(p, 1)` draws at each step, drawn ahead of time in the same order."
     device = device if device is not None else (generator.device if generator is not None else None)
-    return torch.stack([torch.empty(rows, vocab, device=device).exponential_(generator=generator) for _ in range(n_steps)])
+    return torch.stack([torch.empty(rows, vocab,
+                                    device=device).exponential_(generator=generator) for _ in range(n_steps)])
 
 def draw_tokens(
     logp: torch.Tensor,    # (B, V) log-probabilities
@@ -197,7 +202,8 @@ class GPT(nn.Module):
         "idx (B, T) -> logits (B, T, V) and the mean cross-entropy against targets (B, T), if given."
         B, T = idx.shape
         p = cache.pos if cache is not None else 0
-        if p + T > self.config.block_size: raise ValueError(f"sequence of {p + T} tokens exceeds block_size {self.config.block_size}")
+        if p + T > self.config.block_size: raise ValueError(f"sequence of {p + T} tokens exceeds block_size "
+                                                            f"{self.config.block_size}")
         cos, sin = self.cos[p:p + T], self.sin[p:p + T]
         x = self.wte(idx)                                                        # (B, T, C)
         for i, block in enumerate(self.blocks): x = block(x, cos, sin, cache, i)
@@ -208,7 +214,9 @@ class GPT(nn.Module):
     def prefill(self, idx: torch.Tensor) -> Prefix:
         "Run contexts idx (B, C) once: their keys, values and last logits (with gradient when grad is enabled)."
         rec = PastKV()
-        logits = self(idx, cache=rec)[0][:, -1]                                # all positions: the same numbers at any batch size
+        logits = self(idx, cache=rec)[0][:,
+                                         # all positions: the same numbers at any batch size
+                                         -1]
         return Prefix(rec.kv, logits)
 
     def continue_logits(self,
@@ -228,12 +236,13 @@ class GPT(nn.Module):
                temperature: float = 1.0,
                top_k: int | None = None,
                generator: torch.Generator | None = None,  # makes sampling reproducible
-               n_samples: int = 1,               # futures per context: the same as sampling idx.repeat_interleave(n_samples, 0)
-               chunk: int = 0,                   # contexts decoded together (0: all); only speed and memory depend on it
+               n_samples: int = 1,               # futures per context: as sampling idx.repeat_interleave(n_samples, 0)
+               chunk: int = 0,                   # contexts decoded together (0: all); only speed and memory change
                prefix: Prefix | None = None,     # `prefill(idx)`, if already computed
-               noise: torch.Tensor | None = None,  # (n_new, B * n_samples, V) `exp_noise` (default: drawn from generator)
-               keep: torch.Tensor | None = None,   # (B * n_samples, n_new, V) bool, if given: filled with the sets sampled from (top-k)
-              ) -> tuple[torch.Tensor, torch.Tensor]:     # tokens (B * n_samples, n_new), their log-probs (B * n_samples, n_new)
+               noise: torch.Tensor | None = None,  # (n_new, B * n_samples, V) `exp_noise` (default: from generator)
+               keep: torch.Tensor | None = None,   # (B * n_samples, n_new, V) bool: filled with the top-k sets used
+              # tokens (B * n_samples, n_new), their log-probs (B * n_samples, n_new)
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         "Sample all rows at once, one token per step, reusing a KV cache; contexts shared by several futures run once."
         B, T = idx.shape
         S, V, dev = n_samples, self.config.vocab_size, idx.device

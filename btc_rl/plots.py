@@ -22,7 +22,8 @@ def png_bytes(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     if not colors: return buf.getvalue()
-    im = Image.open(buf).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    im = Image.open(buf).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
+                                                 dither=Image.Dither.NONE)
     out = io.BytesIO(); im.save(out, format="png", optimize=True)
     return out.getvalue()
 
@@ -43,7 +44,8 @@ def use_plot_style(
     except NameError: shell = None
     if shell is not None:
         import matplotlib.pyplot as _plt
-        _plt._get_backend_mod()       # load the inline backend now: on loading it sets its own PNG formatter and rcParams
+        # load the inline backend now: on loading it sets its own PNG formatter and rcParams
+        _plt._get_backend_mod()
         shell.display_formatter.formatters["image/png"].for_type(
             Figure, lambda fig: base64.b64encode(png_bytes(fig, dpi, colors)).decode() if fig.axes else None)
     matplotlib.rcParams.update({**STYLE, "figure.dpi": dpi, "savefig.dpi": dpi})

@@ -14,8 +14,10 @@ __all__ = ['PER_EPISODE', 'GROUP_REWARDS', 'REWARDS', 'token_acc', 'return_mse',
 # %% ../nbs/05_rewards.ipynb #044b8c54
 def _check(sampled: torch.Tensor, target: torch.Tensor) -> None:
     if sampled.ndim != 2 or sampled.shape != target.shape:
-        raise ValueError(f"sampled and target must both be (batch, horizon); got {tuple(sampled.shape)} and {tuple(target.shape)}")
-    if sampled.dtype != torch.long or target.dtype != torch.long: raise ValueError("sampled and target must be LongTensors of token ids")
+        raise ValueError(f"sampled and target must both be (batch, horizon); got {tuple(sampled.shape)} and "
+                         f"{tuple(target.shape)}")
+    if sampled.dtype != torch.long or target.dtype != torch.long:
+        raise ValueError("sampled and target must be LongTensors of token ids")
 
 def token_acc(
     sampled: torch.Tensor,  # (batch, horizon) sampled token ids
@@ -26,27 +28,39 @@ def token_acc(
     return (sampled == target).float().mean(-1)
 
 # %% ../nbs/05_rewards.ipynb #c0823ad7
+def _truth(target: torch.Tensor, tokenizer, realized: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    "What a sampled future is scored against: the raw `realized` returns, or (without them) the target's codewords."
+    y = tokenizer.decode(target).float() if realized is None else torch.as_tensor(realized).float().to(like.device)
+    if y.shape != like.shape:
+        raise ValueError(f"realized returns must match the decoded futures, (batch, horizon * patch_size) = "
+                         f"{tuple(like.shape)}; got {tuple(y.shape)}")
+    return y
+
 def return_mse(
     sampled: torch.Tensor,      # (batch, horizon) sampled token ids
     target: torch.Tensor,       # (batch, horizon) true token ids
     tokenizer: ReturnTokenizer, # decodes ids to raw log returns
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
 ) -> torch.Tensor:              # (batch,) minus the mean squared error of decoded returns
-    "Negative MSE between the decoded returns of sampled and true tokens."
+    "Negative MSE between the decoded returns of the sampled tokens and the realized returns."
     _check(sampled, target)
-    return -(tokenizer.decode(sampled) - tokenizer.decode(target)).pow(2).mean(-1)
+    x = tokenizer.decode(sampled).float()
+    return -(x - _truth(target, tokenizer, realized, x)).pow(2).mean(-1)
 
 # %% ../nbs/05_rewards.ipynb #e4f0c692
 def _groups(x: torch.Tensor, G: int, name: str) -> torch.Tensor:
     "View (B, ...) as (B // G, G, ...) after checking the group size."
-    if G < 2: raise ValueError(f"reward {name!r} scores a group of futures of one context: it needs group_size >= 2 (got {G})")
+    if G < 2: raise ValueError(f"reward {name!r} scores a group of futures of one context: it needs group_size >= 2 "
+                               f"(got {G})")
     if x.shape[0] % G: raise ValueError(f"batch of {x.shape[0]} episodes is not a multiple of group_size={G}")
     return x.view(x.shape[0] // G, G, *x.shape[1:])
 
-def _features(sampled, target, tokenizer, G, name, daily):
+def _features(sampled, target, tokenizer, G, name, daily, realized=None):
     "Decoded groups: futures (n, G, D) and targets (n, G, D); D = 1 (cumulative return) or the days."
     _check(sampled, target)
     if tokenizer is None: raise ValueError(f"reward {name!r} needs the tokenizer")
-    x, y = tokenizer.decode(sampled).float(), tokenizer.decode(target).float()
+    x = tokenizer.decode(sampled).float()
+    y = _truth(target, tokenizer, realized, x)
     if not daily: x, y = x.sum(-1, keepdim=True), y.sum(-1, keepdim=True)
     return _groups(x, G, name), _groups(y, G, name)
 
@@ -62,9 +76,10 @@ def crps(
     tokenizer: ReturnTokenizer, # decodes ids to raw log returns
     group_size: int,            # G >= 2 futures per context
     daily: bool = False,        # average the per-day credits instead of scoring the cumulative return
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
 ) -> torch.Tensor:              # (batch,) r_i = -|x_i - y| + sum_{j != i} |x_i - x_j| / (G - 1)
     "Each member's leave-one-out credit in the group's fair CRPS (see the derivation above)."
-    x, y = _features(sampled, target, tokenizer, group_size, "crps", daily)
+    x, y = _features(sampled, target, tokenizer, group_size, "crps", daily, realized)
     e, d = _distances(x, y, False)
     return (-e + d.sum(2) / (group_size - 1)).mean(-1).flatten()
 
@@ -73,9 +88,10 @@ def energy(
     target: torch.Tensor,       # (batch, horizon) true ids
     tokenizer: ReturnTokenizer,
     group_size: int,            # G >= 2
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
 ) -> torch.Tensor:              # (batch,) r_i = -||x_i - y|| + sum_{j != i} ||x_i - x_j|| / (G - 1)
     "Each member's credit in the fair energy score of the whole decoded path (Euclidean norm over days)."
-    x, y = _features(sampled, target, tokenizer, group_size, "energy", True)
+    x, y = _features(sampled, target, tokenizer, group_size, "energy", True, realized)
     e, d = _distances(x, y, True)
     return (-e + d.sum(2) / (group_size - 1)).mean(-1).flatten()
 
@@ -88,11 +104,14 @@ def pnl(
     target: torch.Tensor,       # (batch, horizon) true ids
     tokenizer: ReturnTokenizer,
     cost: float = 0.001,        # cost per unit of turnover (fraction of notional; opening + closing = 2 units)
-) -> torch.Tensor:              # (batch,) sign(sampled cumulative return) * realised cumulative return - 2 * cost * |position|
-    "Trading-simulator reward: hold the sign of the sampled path's cumulative return over the horizon. Not a scoring rule."
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
+# (batch,) sign(sampled cumulative return) * realized cumulative return - 2 cost |position|
+) -> torch.Tensor:
+    "Trading reward: hold the sign of the sampled path's cumulative return over the horizon. Not a scoring rule."
     _check(sampled, target)
-    pos = torch.sign(tokenizer.decode(sampled).sum(-1))
-    return pos * tokenizer.decode(target).sum(-1) - 2 * cost * pos.abs()
+    x = tokenizer.decode(sampled).float()
+    pos = torch.sign(x.sum(-1))
+    return pos * _truth(target, tokenizer, realized, x).sum(-1) - 2 * cost * pos.abs()
 
 REWARDS = PER_EPISODE[:2] + GROUP_REWARDS + PER_EPISODE[2:]
 
@@ -104,28 +123,31 @@ def compute_reward(
     group_size: int = 1,        # futures per context (crps / energy need >= 2)
     crps_mode: str = "cum",     # crps: cum (cumulative return) | daily (mean of per-day credits)
     pnl_cost: float = 0.001,    # pnl: cost per unit of turnover
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
 ) -> torch.Tensor:              # (batch,)
     "Dispatch to a reward by name."
     if name not in REWARDS: raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)}")
     if name == "token_acc": return token_acc(sampled, target)
     if tokenizer is None: raise ValueError(f"reward {name!r} needs the tokenizer")
-    if name == "return_mse": return return_mse(sampled, target, tokenizer)
-    if name == "pnl": return pnl(sampled, target, tokenizer, pnl_cost)
-    if name == "energy": return energy(sampled, target, tokenizer, group_size)
+    if name == "return_mse": return return_mse(sampled, target, tokenizer, realized)
+    if name == "pnl": return pnl(sampled, target, tokenizer, pnl_cost, realized)
+    if name == "energy": return energy(sampled, target, tokenizer, group_size, realized)
     if crps_mode not in ("cum", "daily"): raise ValueError(f"crps_mode={crps_mode!r}: use cum or daily")
-    return crps(sampled, target, tokenizer, group_size, crps_mode == "daily")
+    return crps(sampled, target, tokenizer, group_size, crps_mode == "daily", realized)
 
 def group_baseline(
     name: str, sampled: torch.Tensor, target: torch.Tensor, tokenizer: ReturnTokenizer | None = None,
     group_size: int = 2,        # G >= 2
     crps_mode: str = "cum", pnl_cost: float = 0.001,
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
 ) -> torch.Tensor:              # (batch,) b_i, a function of the other members of i's group only
     "Leave-one-out baseline inside each group that does not depend on the member's own sample (unbiased)."
     G = group_size
     if name not in GROUP_REWARDS:
-        R = _groups(compute_reward(name, sampled, target, tokenizer, G, crps_mode, pnl_cost), G, "group baseline")
+        R = _groups(compute_reward(name, sampled, target, tokenizer, G, crps_mode, pnl_cost, realized), G,
+                    "group baseline")
         return ((R.sum(-1, keepdim=True) - R) / (G - 1)).flatten()
-    x, y = _features(sampled, target, tokenizer, G, name, name == "energy" or crps_mode == "daily")
+    x, y = _features(sampled, target, tokenizer, G, name, name == "energy" or crps_mode == "daily", realized)
     e, d = _distances(x, y, name == "energy")                                 # (n, G, D'), (n, G, G, D')
     b = -(e.sum(1, keepdim=True) - e) / (G - 1)
     if G > 2: b = b + (d.sum((1, 2))[:, None] - 2 * d.sum(2)) / ((G - 1) * (G - 2))
@@ -134,11 +156,13 @@ def group_baseline(
 def group_score(
     name: str, sampled: torch.Tensor, target: torch.Tensor, tokenizer: ReturnTokenizer | None = None,
     group_size: int = 1, crps_mode: str = "cum", pnl_cost: float = 0.001,
-) -> torch.Tensor:              # (batch // group_size,) per group: minus the fair score (crps, energy) or the mean reward
+    realized: torch.Tensor | None = None,  # (batch, horizon * P) true raw returns (default: the target's codewords)
+# (batch // group_size,) per group: minus the fair score (crps, energy) or the mean reward
+) -> torch.Tensor:
     "The quantity a group of futures estimates: -CRPS(pi, y) / -ES(pi, y) (unbiased), or the mean per-episode reward."
-    R = compute_reward(name, sampled, target, tokenizer, group_size, crps_mode, pnl_cost)
+    R = compute_reward(name, sampled, target, tokenizer, group_size, crps_mode, pnl_cost, realized)
     if name not in GROUP_REWARDS: return R.view(-1, group_size).mean(-1)
-    x, y = _features(sampled, target, tokenizer, group_size, name, name == "energy" or crps_mode == "daily")
+    x, y = _features(sampled, target, tokenizer, group_size, name, name == "energy" or crps_mode == "daily", realized)
     _, d = _distances(x, y, name == "energy")
     G = group_size                                                             # mean credit counts the spread twice
     return R.view(-1, G).mean(-1) - (d.sum((1, 2)) / (2 * G * (G - 1))).mean(-1)

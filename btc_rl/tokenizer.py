@@ -46,7 +46,8 @@ class TokenizerConfig:
 
 # %% ../nbs/02_tokenizer.ipynb #7ef0645d
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_out))
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, n_out))
 
 class VectorQuantizerEMA(nn.Module):
     "Nearest-codeword quantizer whose codebook is an EMA of assigned encoder outputs."
@@ -62,7 +63,8 @@ class VectorQuantizerEMA(nn.Module):
         return torch.cdist(z, self.codebook).argmin(-1)
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None, restart: bool = True) -> int:
+    def update(self, z: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None,
+               restart: bool = True) -> int:
         "EMA codebook update, then (if `restart`) restart dead codes on random rows of z; returns how many restarted."
         K = self.codebook.shape[0]
         onehot = F.one_hot(idx, K).type_as(z)                                  # (N, K)
@@ -102,9 +104,13 @@ class VQVAE(nn.Module):
 # %% ../nbs/02_tokenizer.ipynb #44e73c24
 def _as_tensor(returns) -> torch.Tensor:
     if isinstance(returns, (pd.Series, pd.DataFrame)): returns = returns.to_numpy()
-    t = torch.as_tensor(returns).float() if torch.is_tensor(returns) else torch.tensor(np.asarray(returns, dtype=np.float32))
-    if t.ndim not in (1, 2): raise ValueError(f"returns must be 1-D (time,) or 2-D (batch, time); got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all(): raise ValueError(f"returns contain {int((~torch.isfinite(t)).sum())} non-finite values")
+    if torch.is_tensor(returns): t = torch.as_tensor(returns).float()
+    else: t = torch.tensor(np.asarray(returns, dtype=np.float32))
+    if t.ndim not in (1,
+                      2): raise ValueError(f"returns must be 1-D (time,) or 2-D (batch, time); got shape "
+                                           f"{tuple(t.shape)}")
+    if not torch.isfinite(t).all(): raise ValueError(f"returns contain {int((~torch.isfinite(t)).sum())} non-finite "
+                                                     f"values")
     return t
 
 class ReturnTokenizer:
@@ -236,12 +242,15 @@ def load_tokenizer(path: str | os.PathLike = "models/tokenizer_model.pt") -> Ret
     path = Path(path)
     if not path.is_file(): raise ValueError(f"{path}: tokenizer file not found (build it with `btc-rl tokenizer`)")
     try: d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: not a loadable tokenizer file ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(d, dict) or d.get("format") != "btc_rl.tokenizer/1": raise ValueError(f"{path}: not a btc_rl tokenizer file")
+    except Exception as e: raise ValueError(f"{path}: not a loadable tokenizer file ({type(e).__name__}: "
+                                            f"{str(e)[:200]})") from None
+    if not isinstance(d, dict) or d.get("format") != "btc_rl.tokenizer/1":
+        raise ValueError(f"{path}: not a btc_rl tokenizer file")
     sd = d["state_dict"]
     K, D = sd["quantizer.codebook"].shape
     hidden, P = sd["encoder.0.weight"].shape
-    cfg = TokenizerConfig(**{**d.get("config", {}), "patch_size": P, "codebook_size": K, "embed_dim": D, "hidden": hidden})
+    cfg = TokenizerConfig(**{**d.get("config", {}), "patch_size": P, "codebook_size": K, "embed_dim": D,
+                             "hidden": hidden})
     model = VQVAE(cfg); model.load_state_dict(sd)
     tok = ReturnTokenizer(model, Normalizer.from_dict(d["normalizer"]), cfg, d.get("meta", {}))
     _make_distinct(tok)
@@ -279,22 +288,28 @@ def build_tokenizer(
     out: str | os.PathLike = "models/tokenizer_model.pt",
     cfg: TokenizerConfig = TokenizerConfig(),
     gap_days: int = 160,                     # split gap; >= (context_len + horizon) * patch_size of later stages
-    per_asset: bool = True,                  # one (mean, std) per asset (chosen in the Pretraining notebook) instead of pooled
+    per_asset: bool = True,                  # one (mean, std) per asset (chosen in the recipe search) instead of pooled
     progress: bool = True,
+    test_end: str | pd.Timestamp | None = None,  # last test day (a walk-forward fold); default: the data's last day
 ) -> ReturnTokenizer:
     "Fit the tokenizer on training-period returns of every CSV and save it, with what it was built from."
     from btc_rl.core import check_writable
-    from btc_rl.data import load_btc, load_assets, log_returns, make_splits, fit_normalizer, data_record, drop_short_assets
+    from btc_rl.data import (load_btc, load_assets, log_returns, make_splits, fit_normalizer, data_record,
+                             drop_short_assets)
     cfg.validate(); check_writable(out)
     record = data_record(csv, data_dir)
     btc = load_btc(csv, data_dir)
-    splits = make_splits(btc.index, gap_days=gap_days)
+    days = btc.index if test_end is None else btc.index[btc.index <= pd.Timestamp(test_end)]
+    if len(days) == 0: raise ValueError(f"test_end={str(test_end)!r}: before the first BTC day {btc.index[0].date()}")
+    splits = make_splits(days, gap_days=gap_days)
     assets = drop_short_assets(load_assets(btc, data_dir), splits.train_end)
     rets = {k: log_returns(v) for k, v in assets.items()}
     norm = fit_normalizer(rets, splits.train_end, per_asset)
-    meta = {"source": btc.attrs["source"], "data": record, "assets": {k: v.attrs.get("source", "") for k, v in assets.items()},
+    meta = {"source": btc.attrs["source"], "data": record, "assets": {k: v.attrs.get("source", "") for k,
+                                                                      v in assets.items()},
             "skipped_assets": sorted(set(record) - set(assets)) if "BTC-USD" in record and len(record) > 1 else [],
-            "splits": splits.to_dict(), "gap_days": gap_days, "per_asset": per_asset, "provenance": provenance(cfg.seed, "cpu")}
+            "splits": splits.to_dict(), "gap_days": gap_days, "per_asset": per_asset,
+            "provenance": provenance(cfg.seed, "cpu")}
     tok = train_tokenizer(training_patches(rets, norm, splits.train_end, cfg.patch_size), norm, cfg, meta, progress)
     val = rets["BTC-USD"][(rets["BTC-USD"].index >= splits.val_start) & (rets["BTC-USD"].index <= splits.val_end)]
     tok.meta["report_btc_val"] = tokenizer_report(tok, val, "BTC-USD" if per_asset else None)

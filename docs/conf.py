@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 def _order() -> list[str]:
     nbs = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
     numbered = [n for n in nbs if n[:2].isdigit()]
-    out = ["index"] + [x for n in numbered for x in (["../method", n] if n.startswith("06") else [n])]
+    first06 = next((n for n in numbered if n.startswith("06")), None)
+    out = ["index"] + [x for n in numbered for x in (["../method", n] if n == first06 else [n])]
     if "../method" not in out: out.append("../method")
     return out + [n for n in ("train", "plots") if n in nbs] + [n for n in nbs if n not in out and n not in ("train", "plots")] + ["../api"]
 ORDER = _order()
@@ -159,14 +160,25 @@ def _import_module(nb: dict):
             except Exception as e: print(f"docs: cannot import btc_rl.{m.group(1)} ({e}); exported cells shown as source")
     return None
 
+def _alt(text: str, title: str) -> str:
+    "Alt text of a figure: the first sentence of the prose before it (math and markup stripped), and the page."
+    t = re.sub(r"\$[^$]*\$", "", re.sub(r"[`*_#>\[\]]|\(\.\./[^)]*\)|\([^)]*\.ipynb\)", "", text))
+    t = re.sub(r"\s+", " ", t).strip()
+    first = re.split(r"(?<=[.:;])\s", t, maxsplit=1)[0].strip(" :;") if t else ""
+    return f"Figure ({title}): {first[:240]}" if first else f"Figure of the {title} notebook"
+
 def _clean(nb: dict, name: str) -> dict:
-    cells, module, level = [], _import_module(nb), 1
+    cells, module, level, prose = [], _import_module(nb), 1, ""
+    title = next((re.sub(r"^#\s*", "", "".join(c["source"]).splitlines()[0]) for c in nb["cells"]
+                  if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("# ")), name)
     for c in nb["cells"]:
         src = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
         if c["cell_type"] == "raw": continue                                   # nbdev front matter
         if c["cell_type"] == "markdown":
             hs = re.findall(r"^(#{1,6}) ", src, flags=re.M)
             if hs: level = len(hs[-1])
+            body = "\n".join(l for l in src.splitlines() if not l.startswith(("#", "|", "$$"))).strip()
+            if body: prose = body
         if c["cell_type"] == "code":
             lines = src.splitlines()
             flags = _flags(lines)
@@ -181,7 +193,12 @@ def _clean(nb: dict, name: str) -> dict:
             tags = list(c.get("metadata", {}).get("tags", []))
             if flags.get("echo") == "false": tags.append("remove-input")
             if flags.get("output") == "false": tags.append("remove-output")
-            c = {**c, "source": src, "metadata": {**c.get("metadata", {}), "tags": tags}}
+            meta = dict(c.get("metadata", {}))
+            images = [o for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+            if images:                                                         # the figure stays, its code folds away
+                if "remove-input" not in tags: tags.append("hide-input")
+                meta["mystnb"] = {**meta.get("mystnb", {}), "image": {"alt": _alt(prose, title)}}
+            c = {**c, "source": src, "metadata": {**meta, "tags": tags}}
         cells.append(c)
     if name == "index":
         pages = ORDER[1:]
@@ -189,11 +206,19 @@ def _clean(nb: dict, name: str) -> dict:
                       "```{toctree}\n:hidden:\n:maxdepth: 1\n:caption: Notebooks\n\n" + "\n".join(pages) + "\n```"})
     return {**nb, "cells": cells}
 
+API_MODULES = sorted(p.stem for p in (ROOT / "btc_rl").glob("*.py") if not p.stem.startswith("_"))
+
 def _prepare() -> None:
     out = DOCS / "nbs"
     shutil.rmtree(out, ignore_errors=True); out.mkdir()
     for p in sorted((ROOT / "nbs").glob("*.ipynb")):
         (out / p.name).write_text(json.dumps(_clean(json.loads(p.read_text()), p.stem)))
+    api = DOCS / "api"                                                         # one page per module
+    shutil.rmtree(api, ignore_errors=True); api.mkdir()
+    for m in API_MODULES:
+        doc = (importlib.import_module(f"btc_rl.{m}").__doc__ or "").strip()
+        (api / f"{m}.md").write_text(f"# `btc_rl.{m}`\n\n{doc}\n\n```{{eval-rst}}\n.. automodule:: btc_rl.{m}\n"
+                                     "   :members:\n```\n")
 
 _prepare()
 
@@ -234,7 +259,7 @@ project = "btc_rl"
 author = "btc_rl developers"
 copyright = "2026, btc_rl developers"
 root_doc = "nbs/index"
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx-mathjax-offline"]
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "sphinx-mathjax-offline"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "conf.py", "_templates"]
 nb_execution_mode = "off"                       # outputs come from the real-data runs stored in nbs/
 nb_render_markdown_format = "myst"              # markdown outputs (result tables) with tables and math, not CommonMark

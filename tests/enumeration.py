@@ -1,11 +1,24 @@
-"""Test helpers (not part of the library): exact expectations by enumerating every future of a tiny policy, and
-averages of many Monte Carlo REINFORCE estimates to compare them with. The 05 / 06 notebooks define the same
-helpers in non-exported cells for their worked examples."""
+"""Test helpers (not part of the library): a tiny policy whose every future can be enumerated, Monte Carlo averages of
+`rl_step`'s updates to compare with the exact expectations of `btc_rl.reinforce.expected_surrogate`, and an
+independent computation of the KL term."""
 from __future__ import annotations
-import itertools, math
+import copy, itertools, math
 import torch
-from btc_rl.rewards import GROUP_REWARDS, compute_reward, group_baseline
-from btc_rl.reinforce import sequence_logprobs, surrogate_loss
+from btc_rl.model import GPT, GPTConfig
+from btc_rl.reinforce import EpisodeSource, RLConfig, rl_step, sampling_logprobs
+
+class UnitTok:
+    "Stand-in tokenizer: token k decodes to a return of k - 1 (one day per token)."
+    codewords = (torch.arange(3.0) - 1)[:, None]
+    def decode(self, ids): return ids.float() - 1
+
+def tiny_policy(seed: int = 3, vocab: int = 3) -> GPT:
+    "A one-layer GPT over `vocab` tokens, far from uniform (weights x40)."
+    torch.manual_seed(seed)
+    pol = GPT(GPTConfig(vocab_size=vocab, block_size=8, n_layer=1, n_head=1, n_embd=4))
+    with torch.no_grad():
+        for p in pol.parameters(): p.mul_(40)
+    return pol
 
 def expected_rewards(p: torch.Tensor, pi: torch.Tensor, values: torch.Tensor) -> dict:
     "Exact one-position expected token_acc and return_mse of policy `pi` when tokens follow `p` (values: decoded returns)."
@@ -13,46 +26,41 @@ def expected_rewards(p: torch.Tensor, pi: torch.Tensor, values: torch.Tensor) ->
     mse = float((pi * values**2).sum() - 2 * (pi * values).sum() * (p * values).sum() + (p * values**2).sum())
     return {"token_acc": acc, "return_mse": -mse}
 
-def _device(policy) -> torch.device: return next(policy.parameters()).device
+def flat(policy) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in policy.parameters()])
 
-def _flat_grad(policy) -> torch.Tensor:
-    "All parameter gradients as one vector (zeros for parameters without one), on the policy's device."
-    return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in policy.parameters()])
+def mc_updates(policy: GPT, ref: GPT, context: torch.Tensor, target: torch.Tensor, realized: torch.Tensor,
+               calls: int, seed: int = 0, **cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard error of `calls` updates of `rl_step` (plain SGD at lr 1, no clipping) from the same weights,
+    on a source holding exactly one window: the update of a step is then its gradient estimate g-hat."""
+    ids = torch.cat([context.flatten(), target.flatten()])
+    rets = torch.cat([torch.zeros(context.shape[1]), realized.flatten()])[:, None]
+    src = EpisodeSource.of_tokens(ids, rets)
+    c = RLConfig(context_len=context.shape[1], horizon=target.shape[1], grad_clip=1e9, **cfg).validate()
+    start, gen, ups = copy.deepcopy(policy.state_dict()), torch.Generator().manual_seed(seed), []
+    for i in range(calls):
+        before = flat(policy)
+        rl_step(policy, ref, torch.optim.SGD(policy.parameters(), lr=1.0), src, c, UnitTok(), gen, step=i)
+        ups.append(flat(policy) - before)
+        policy.load_state_dict(start)
+    u = torch.stack(ups)
+    return u.mean(0), u.std(0) / math.sqrt(calls)
 
-def enumerate_futures(policy, context, horizon, temperature=1.0, top_k=None):
-    "Every future of `horizon` tokens (V^H, H) and its probability under the policy, differentiable."
-    dev = _device(policy)
-    futures = torch.tensor(list(itertools.product(range(policy.config.vocab_size), repeat=horizon)), device=dev)
-    lp, _ = sequence_logprobs(policy, context.to(dev).expand(len(futures), -1), futures, temperature, top_k)
-    return futures, lp.sum(-1).exp()
-
-def exact_expected_reward(policy, context, target, reward="token_acc", tokenizer=None, temperature=1.0, top_k=None,
-                          spread=1.0, crps_mode="cum", pnl_cost=0.001):
-    "J: sum_f pi(f) R(f, y), or for crps / energy -(E d(X, y) - spread/2 E d(X, X')) = -CRPS(pi, y) / -ES(pi, y) when spread = 1."
-    futures, p = enumerate_futures(policy, context, target.shape[-1], temperature, top_k)
-    tgt = target.to(futures.device).expand(len(futures), -1)
-    if reward not in GROUP_REWARDS:
-        return (p * compute_reward(reward, futures, tgt, tokenizer, crps_mode=crps_mode, pnl_cost=pnl_cost)).sum()
-    x, y = tokenizer.decode(futures).float(), tokenizer.decode(tgt).float()
-    if reward == "crps" and crps_mode == "cum": x, y = x.sum(-1, keepdim=True), y.sum(-1, keepdim=True)
-    if reward == "energy": e, d = (x - y).norm(dim=-1), (x[:, None] - x).norm(dim=-1)
-    else: e, d = (x - y).abs().mean(-1), (x[:, None] - x).abs().mean(-1)
-    return -(p @ e) + spread / 2 * (p @ d @ p)
-
-def mc_gradient(policy, context, target, baseline, B, estimates, chunks=32, seed=0, reward="token_acc", tokenizer=None,
-                group_size=1, proper_baseline=True, crps_mode="cum", pnl_cost=0.001):
-    "Mean and standard error of `estimates` REINFORCE estimates (each from B episodes, groups of `group_size`), in vectorized chunks."
-    dev = _device(policy)
-    gen, per, H = torch.Generator(device=dev).manual_seed(seed), estimates // chunks, target.shape[-1]
-    kw = dict(crps_mode=crps_mode, pnl_cost=pnl_cost)
-    gs = []
-    for _ in range(chunks):
-        ctx, tgt = context.to(dev).expand(per * B, -1), target.to(dev).expand(per * B, -1)
-        toks, _ = policy.sample(ctx, H, generator=gen)
-        R = compute_reward(reward, toks, tgt, tokenizer, group_size, **kw)
-        b = group_baseline(reward, toks, tgt, tokenizer, group_size, **kw) if baseline == "group" and proper_baseline else None
-        lp, logp = sequence_logprobs(policy, ctx, toks)
-        policy.zero_grad(); surrogate_loss(lp, logp, R, tgt, baseline, group_size, b, batch=B).backward()
-        gs.append(-_flat_grad(policy))                                          # the loss is minus the surrogate
-    g = torch.stack(gs)
-    return g.mean(0), g.std(0) / math.sqrt(chunks)
+def kl_direct(policy: GPT, ref: GPT, context: torch.Tensor, horizon: int, temperature: float = 1.0,
+              top_k: int | None = None) -> torch.Tensor:
+    """sum over prefixes of P(prefix) (held fixed) x KL(pi(.|c, prefix) || pi_0(.|c, prefix)), each position computed by
+    its own forward pass over [c, prefix]: what the KL term's gradient estimates, written independently of rl_step."""
+    V, total = policy.config.vocab_size, 0.0
+    for i in range(horizon):
+        for prefix in itertools.product(range(V), repeat=i):
+            x = torch.cat([context.flatten(), torch.tensor(prefix, dtype=torch.long)])[None]
+            with torch.no_grad():                                               # P(prefix) under the sampling distribution
+                prob = 1.0
+                for j, tok in enumerate(prefix):
+                    lg = policy(x[:, : context.shape[1] + j])[0][0, -1]
+                    prob *= float(sampling_logprobs(lg, temperature, top_k).exp()[tok])
+                q0 = torch.log_softmax(ref(x)[0][0, -1], -1)
+            if prob == 0: continue
+            q = torch.log_softmax(policy(x)[0][0, -1], -1)
+            total = total + prob * (q.exp() * (q - q0)).sum()
+    return total

@@ -9,11 +9,12 @@ BIN = Path(sys.executable).parent
 
 @pytest.mark.parametrize("args,msg", [
     (["--horizon", "0"], "horizon=0"), (["--context-len", "-3"], "context_len=-3"),
-    (["--reward", "sharpe"], "reward='sharpe': unknown reward"), (["--baseline", "ema"], "baseline='ema': unknown baseline"),
+    (["--reward", "sharpe"], "argument --reward: invalid choice"), (["--baseline", "ema"], "argument --baseline: invalid choice"),
     (["--batch-episodes", "0"], "batch_episodes=0"), (["--baseline", "loo", "--batch-episodes", "1"], "leave-one-out"),
     (["--temperature", "0"], "temperature=0.0"), (["--device", "tpu"], "device='tpu'"),
     (["--baseline", "exact", "--reward", "return_mse"], "only for reward token_acc"),
     (["--reward", "crps"], "needs group_size >= 2"), (["--group-size", "3"], "multiple of group_size=3"),
+    (["--reward", "crps", "--group-size", "2", "--baseline", "mean"], "use baseline group"),
 ])
 def test_bad_parameters_fail_fast_without_traceback(args, msg, capsys, tmp_path):
     with pytest.raises(SystemExit) as e: main(["rl", "--out", str(tmp_path / "never.pt")] + args)
@@ -35,7 +36,7 @@ def test_seed_smoke_command_through_cli(tiny):
     assert "wrote" in p.stdout and "return_mse" in p.stdout
     ck = load_checkpoint(out)
     assert ck["config"]["horizon"] == 8 and ck["step"] == 3
-    assert out.with_suffix(".metrics.csv").exists() and json.loads(out.with_suffix(".summary.json").read_text())["steps"] == 3
+    assert (tiny / "cli_rl.metrics.csv").exists() and json.loads((tiny / "cli_rl.summary.json").read_text())["steps"] == 3
 
 def _papermill(tiny, out_nb, **params):
     cmd = [str(BIN / "papermill"), str(ROOT / "nbs" / "train.ipynb"), str(out_nb), "--cwd", str(ROOT)]
@@ -69,14 +70,13 @@ def test_failing_papermill_job_exits_nonzero_and_shows_the_cell(tiny, tmp_path):
 def test_evaluate_command_reports_baselines(tiny, tmp_path):
     out = tmp_path / "eval.json"
     p = subprocess.run([BIN / "btc-rl", "evaluate", "--ckpt", str(tiny / "sft.pt"), "--sft", "", "--tokenizer", str(tiny / "tok.pt"),
-                        "--data-dir", str(tiny), "--horizon", "8", "--context-len", "24", "--paths", "20", "--stride", "10",
-                        "--out", str(out), "--no-progress"], capture_output=True, text=True)
+                        "--data-dir", str(tiny), "--assets", "all", "--horizon", "8", "--context-len", "24", "--paths", "20",
+                        "--stride", "10", "--out", str(out), "--no-progress"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert {"zero return", "static empirical (train)", "rolling 365-day empirical", "GARCH(1,1)-t (train fit)", "SFT policy"} <= set(res["models"])
-    assert res["meta"]["n_paths"] == 20 and "crps_cum" in p.stdout
-    g, ref = res["differences"]["GARCH(1,1)-t (train fit)"], res["models"]["SFT policy"]["crps_cum"]   # the differences: CI in the estimate's unit
-    assert f"{100 * g['crps_cum_diff'] / ref:+.2f}% [{100 * g['ci_lo'] / ref:+.2f}%, {100 * g['ci_hi'] / ref:+.2f}%]" in p.stdout
+    assert {"static empirical", "rolling 20-day normal", "GARCH(1,1)-t", "GJR-GARCH(1,1)-t", "SFT"} <= set(res["summary"]["pooled"])
+    assert res["meta"]["n_paths"] == 20 and len(res["meta"]["assets"]) == 4 and "pooled over assets" in p.stdout
+    assert (tmp_path / "eval.scores.csv.gz").is_file()
     bad = subprocess.run([BIN / "btc-rl", "evaluate", "--ckpt", str(tiny / "sft.pt"), "--paths", "1", "--tokenizer", str(tiny / "tok.pt"),
                           "--data-dir", str(tiny)], capture_output=True, text=True)
     assert bad.returncode == 2 and "n_paths=1" in bad.stderr and "Traceback" not in bad.stderr

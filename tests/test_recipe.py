@@ -3,7 +3,8 @@ import math, warnings
 import numpy as np
 import pytest
 import torch
-from btc_rl.train import LMConfig, LMData, crps_discrete, crps_empirical, lm_batch, sampling_probs, pretrain, sft
+from btc_rl.train import LMConfig, LMData, lm_batch, sampling_probs, pretrain, sft
+from btc_rl.scoring import crps_discrete, crps_empirical
 from btc_rl.checkpoint import load_checkpoint
 
 

@@ -25,3 +25,28 @@ def test_job_parameters_are_rlconfig_fields():
     assert names - {"resume", "overwrite"} <= {f.name for f in fields(RLConfig)}
     assert {"reward", "baseline", "steps", "batch_episodes", "context_len", "horizon", "lr", "temperature", "top_k", "seed",
             "device", "csv", "checkpoint_in", "checkpoint_out"} <= names
+
+def test_code_dirty_counts_code_not_stored_outputs(tmp_path, monkeypatch):
+    "Running a notebook rewrites its outputs: the run card must still call the checkout clean; a code edit is dirty."
+    import btc_rl.core as core
+    def git(*a):
+        p = subprocess.run(["git", "-C", str(tmp_path), *a], capture_output=True, text=True)
+        return p.stdout.strip() if p.returncode == 0 else None
+    nb = lambda src, out: json.dumps({"cells": [{"cell_type": "code", "source": [src], "metadata": {}, "outputs": out,
+                                                 "execution_count": None}], "metadata": {}, "nbformat": 4,
+                                      "nbformat_minor": 5})
+    (tmp_path / "nbs").mkdir(); (tmp_path / "btc_rl").mkdir()
+    (tmp_path / "nbs" / "a.ipynb").write_text(nb("x = 1", []))
+    (tmp_path / "btc_rl" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("notes\n")
+    git("init", "-q"); git("add", "-A"); git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(core, "_git", git)
+    assert core.code_dirty() is False
+    (tmp_path / "nbs" / "a.ipynb").write_text(nb("x = 1", [{"output_type": "stream", "name": "stdout", "text": ["1"]}]))
+    (tmp_path / "notes.md").write_text("other notes\n")                       # not code
+    assert core.code_dirty() is False
+    (tmp_path / "nbs" / "a.ipynb").write_text(nb("x = 2", []))
+    assert core.code_dirty() is True
+    (tmp_path / "nbs" / "a.ipynb").write_text(nb("x = 1", []))
+    (tmp_path / "btc_rl" / "a.py").write_text("x = 2\n")
+    assert core.code_dirty() is True

@@ -9,7 +9,9 @@ import torch
 from btc_rl.core import OutputLock, parse_bool
 from btc_rl.data import load_prices, load_btc, find_csv, synthetic_prices, download_prices
 from btc_rl.checkpoint import load_checkpoint, model_from_checkpoint
-from btc_rl.reinforce import RLConfig, reinforce_finetune, ensure_prerequisites
+from btc_rl.reinforce import RLConfig
+from btc_rl.rl_run import reinforce_finetune
+from btc_rl.pipeline import ensure_prerequisites
 from btc_rl.cli import main
 from btc_rl.train import pretrain as _pretrain
 from conftest import ROOT, tiny_rl
@@ -106,7 +108,7 @@ CLI_CASES = [  # (name, extra args; {d}: the tiny fixture folder, expected messa
     ("--in of another shape", ["--in", "{d}/bad_shape.pt"], "shape.pt: weights do not fit the model config"),
     ("NaN weights", ["--in", "{d}/bad_nan.pt"], "nan.pt: non-finite weights (NaN or inf) in lm_head.weight"),
     ("missing keys", ["--in", "{d}/bad_nokey.pt"], "nokey.pt: incomplete checkpoint, missing model"),
-    ("--in typo", ["--in", "{d}/sft_typo.pt"], "sft_typo.pt': file not found (only the default checkpoints/sft_btc.pt is built"),
+    ("--in typo", ["--in", "{d}/sft_typo.pt"], "sft_typo.pt': file not found (only"),
     ("--tokenizer typo", ["--tokenizer", "{d}/tok_typo.pt"], "tok_typo.pt': file not found (only the default models/tokenizer_model.pt"),
     ("batch too big for memory", ["--batch-episodes", str(10**9)], "batch_episodes=1000000000 (or eval_episodes x eval_samples) needs about"),
     ("--out under a file", ["--out", "{d}/sft.pt/rl.pt"], "sft.pt is a file, not a folder"),
@@ -192,16 +194,20 @@ def test_papermill_job_checks_parameters_in_its_first_cell(tiny, tmp_path):
 # --- artifacts follow the data ---
 
 def _small_builders(monkeypatch):
-    "Make ensure_prerequisites build at toy size (the same code paths, smaller configs)."
-    import btc_rl.tokenizer as T, btc_rl.train as TR
+    "Make the pipeline build at toy size (the same code paths, smaller configs)."
+    import btc_rl.pipeline as PL
     from btc_rl.tokenizer import TokenizerConfig
     from btc_rl.train import LMConfig
     from btc_rl.model import GPTConfig
-    bt, pre, sft = T.build_tokenizer, TR.pretrain, TR.sft
+    bt, pre, sft = PL.build_tokenizer, PL.pretrain, PL.sft
     lm = LMConfig(steps=10, batch_size=8, seq_len=24, context=0, eval_every=10)
-    monkeypatch.setattr(T, "build_tokenizer", lambda csv, d, out, progress=True: bt(csv, d, out, TokenizerConfig(codebook_size=16, steps=50), 40, progress=False))
-    monkeypatch.setattr(TR, "pretrain", lambda tok, out, csv, d, progress=True, distributed=True: pre(tok, out, csv, d, GPTConfig(vocab_size=16, block_size=64, n_layer=1, n_head=2, n_embd=16), lm, progress=False, distributed=distributed))
-    monkeypatch.setattr(TR, "sft", lambda tok, pre_, out, csv, d, progress=True, distributed=True: sft(tok, pre_, out, csv, d, lm, progress=False, distributed=distributed))
+    monkeypatch.setattr(PL, "build_tokenizer", lambda csv, d, out, progress=True, **kw: bt(
+        csv, d, out, TokenizerConfig(codebook_size=16, steps=50, seed=kw.get("seed", 0)), 40, progress=False, test_end=kw.get("test_end")))
+    monkeypatch.setattr(PL, "pretrain", lambda tok, out, csv, d, progress=True, distributed=True: pre(
+        tok, out, csv, d, GPTConfig(vocab_size=16, block_size=64, n_layer=1, n_head=2, n_embd=16), lm, progress=False,
+        distributed=distributed))
+    monkeypatch.setattr(PL, "sft", lambda tok, pre_, out, csv, d, progress=True, distributed=True: sft(
+        tok, pre_, out, csv, d, lm, progress=False, distributed=distributed))
 
 def test_artifacts_follow_the_data(tmp_path, monkeypatch):
     """A data-less run builds on the synthetic sample; once real data arrive, the next run rebuilds all three

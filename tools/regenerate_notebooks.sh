@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Regenerate every notebook's stored outputs from the committed code, on the real data in data/.
+# Regenerate every notebook's stored outputs from the committed code, on the real data in data/, then the README.
 #
 #   cp ../shared/data/*.csv ../shared/data/assets/*.csv data/   # or your own data/BTC-USD*.csv (+ other assets)
-#   bash tools/regenerate_notebooks.sh     # all notebooks, in learning order
-#   bash tools/regenerate_notebooks.sh 07_variance 08_evaluate   # some of them
+#   bash tools/regenerate_notebooks.sh              # the RL study (resumable), then every notebook, in learning order
+#   bash tools/regenerate_notebooks.sh 07_variance  # some notebooks only (the study runs only before 10_rl_study)
 #
-# Artifacts in models/ and checkpoints/ are moved to backup/<time>/ first, so every stage is rebuilt from
-# HEAD (the notebooks build them on the way). checkpoints/search/ stays: it caches the rows of the recipe search
-# (04_pretrain_sft), each keyed by its recipe and tokenizer fingerprint; delete it to rerun the search (~45 min). Each notebook is executed in place from nbs/, then nbdev_clean
-# normalizes it; every notebook ends with a run card (commit, library versions, threads, data hashes).
-# Timings go to backup/<time>/regenerate.log. On a 2-core CPU all notebooks take about 20-25 minutes (07: 7-10).
+# Artifacts in models/ and checkpoints/ are moved to backup/<time>/ first, so every stage is rebuilt from HEAD (the
+# notebooks build them on the way). checkpoints/search/ stays: it caches the rows of the recipe search (04b), each
+# keyed by its recipe and tokenizer fingerprint; delete it to rerun the search (~45 min). runs/study/ holds the
+# walk-forward RL study: `btc-rl study` runs it (about three hours on 2 CPU cores the first time, then only what is
+# missing: delete runs/study to rerun it) before notebook 10 reads it. Each notebook is executed in place from nbs/, then
+# nbdev_clean normalizes it; every notebook ends with a run card (commit, library versions, threads, data hashes), and
+# tests/test_docs.py checks that every run card names a commit with the code of HEAD: commit code first, then run this.
+# Timings go to backup/<time>/regenerate.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -24,6 +27,11 @@ if [ $# -eq 0 ]; then
   done
 fi
 for nb in $NBS index; do
+  if [ "$nb" = "10_rl_study" ]; then
+    t0=$(date +%s); echo "regenerate: btc-rl study (resumable)"
+    "$VENV/bin/btc-rl" study --folder runs/study --executor local
+    echo "study $(( $(date +%s) - t0 )) s" | tee -a "$backup/regenerate.log"
+  fi
   t0=$(date +%s)
   echo "regenerate: nbs/$nb.ipynb"
   "$VENV/bin/jupyter" nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "nbs/$nb.ipynb" \
@@ -31,4 +39,5 @@ for nb in $NBS index; do
   echo "$nb $(( $(date +%s) - t0 )) s" | tee -a "$backup/regenerate.log"
 done
 "$VENV/bin/nbdev_clean"
+"$VENV/bin/python" tools/make_readme.py
 echo "regenerate: done; timings in $backup/regenerate.log; previous artifacts in $backup/"
