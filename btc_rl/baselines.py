@@ -22,13 +22,17 @@ def crps_fair(obs: np.ndarray, ens: np.ndarray) -> np.ndarray:
 LEVELS = (50, 80, 90)   # central intervals whose coverage is reported
 
 def sample_scores(obs: np.ndarray, ens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    "Per row: fair CRPS, whether the outcome lies in the central 50/80/90% of the samples, randomized PIT."
-    out = {"crps": crps_fair(obs, ens)}
-    for c in LEVELS:
-        lo, hi = np.quantile(ens, [(1 - c / 100) / 2, (1 + c / 100) / 2], axis=1)
-        out[f"in{c}"] = ((obs >= lo) & (obs <= hi)).astype(float)
-    below, equal = (ens < obs[:, None]).mean(1), (ens == obs[:, None]).mean(1)
-    out["pit"] = below + rng.uniform(size=len(obs)) * equal
+    """Per row: fair CRPS, randomized rank PIT, and whether the PIT lies in the central 50/80/90%.
+
+    With N samples, the outcome's rank among them is uniform on 0..N when the forecast is calibrated, so the PIT
+    (rank + V (ties + 1)) / (N + 1), V ~ U(0, 1), is exactly uniform, and "PIT in the central c%" happens with
+    probability exactly c. The outcome's position between the samples' empirical quantiles would not: with N = 32 a
+    calibrated forecast puts only (N - 1) / (N + 1) c inside them (0.75 at 80%)."""
+    N = ens.shape[1]
+    below, ties = (ens < obs[:, None]).sum(1), (ens == obs[:, None]).sum(1)
+    pit = (below + rng.uniform(size=len(obs)) * (ties + 1)) / (N + 1)
+    out = {"crps": crps_fair(obs, ens), "pit": pit}
+    for c in LEVELS: out[f"in{c}"] = (np.abs(pit - 0.5) <= c / 200).astype(float)
     return out
 
 def normal_scores(obs: np.ndarray, sigma: np.ndarray) -> dict[str, np.ndarray]:
@@ -61,6 +65,7 @@ class Garch:
     mu: float; omega: float; alpha: float; gamma: float; beta: float; nu: float   # in units of `scale`
     scale: float                # the training returns' std: the model is fitted on returns / scale
     gjr: bool = False
+    converged: bool = True      # False: the optimizer stopped without converging (the parameters are used as found)
 
     @classmethod
     def fit(cls, returns: pd.Series, train_end, gjr: bool = False) -> "Garch":
@@ -72,9 +77,10 @@ class Garch:
         am = arch_model(train / scale, mean="Constant", vol="GARCH", p=1, o=int(gjr), q=1, dist="t", rescale=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                                    # convergence notes on odd assets
-            p = am.fit(disp="off", show_warning=False).params
+            res = am.fit(disp="off", show_warning=False)
+        p = res.params
         return cls(float(p["mu"]), float(p["omega"]), float(p["alpha[1]"]), float(p.get("gamma[1]", 0.0)),
-                   float(p["beta[1]"]), float(p["nu"]), scale, gjr)
+                   float(p["beta[1]"]), float(p["nu"]), scale, gjr, res.convergence_flag == 0)
 
     def params(self) -> list[float]:
         "The parameters in `arch`'s order."

@@ -223,8 +223,7 @@ def _evaluate(a: argparse.Namespace, prog: bool) -> object:
             for hz in ("1d", rep.h):
                 d = rep.difference(m, ref, hz)
                 print(f"{m} - {ref}, {hz} CRPS: {d['pct']:+.2f}% [{d['pct_lo']:+.2f}%, {d['pct_hi']:+.2f}%] of "
-                      f"{ref}'s, "
-                      f"DM p = {d['p']:.3f}")
+                      f"{ref}'s (mean over assets), p = {d['p']:.3f}")
     print(f"\nwrote {rep.to_json(a.out)}")
     return rep
 

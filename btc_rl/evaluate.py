@@ -4,7 +4,7 @@
 
 # %% ../nbs/08c_evaluate.ipynb #4f4ab055
 from __future__ import annotations
-import json, math, os
+import json, math, os, warnings
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from .core import atomic_write, atomic_write_text, check_fields, provenance, resolve_device
 from .tokenizer import ReturnTokenizer, load_tokenizer
-from .model import GPT
+from .model import GPT, sampling_logprobs
 from .checkpoint import (load_checkpoint, model_from_checkpoint, check_policy, check_tokenizer,
                                checkpoint_differences)
 from .corpus import Corpus, TokenSeries, load_corpus, resolve_assets, windows
@@ -97,15 +97,17 @@ def _norm(tok: ReturnTokenizer, asset: str) -> tuple[float, float]:
 
 @torch.no_grad()
 def next_day_crps(model: GPT, tok: ReturnTokenizer, series: dict[str, TokenSeries], origins: list[AssetOrigins],
-                  context_len: int, batch: int = 512) -> list[np.ndarray]:
-    "Exact CRPS of the policy's next-token distribution of every 1-day target, one array per asset."
+                  context_len: int, batch: int = 512,
+                  temperature: float = 1.0, top_k: int = 0,   # the distribution the paths are sampled from
+                  ) -> list[np.ndarray]:
+    "Exact CRPS of the policy's next-token (sampling) distribution of every 1-day target, one array per asset."
     dev, z = next(model.parameters()).device, tok.codewords[:, 0].double()
+    prob = lambda c: sampling_logprobs(model(c)[0][:, -1].double(), temperature, top_k or None).exp().cpu()
     out = []
     for o in origins:
         s, (m, sd) = series[o.asset], _norm(tok, o.asset)
         ctx = _contexts(s, o.day_pos, context_len, dev)
-        p = torch.cat([F.softmax(model(ctx[i:i + batch])[0][:, -1].double(),
-                                 -1).cpu() for i in range(0, len(ctx), batch)])
+        p = torch.cat([prob(ctx[i:i + batch]) for i in range(0, len(ctx), batch)])
         y = (torch.as_tensor(s.returns.to_numpy()[o.day_pos], dtype=torch.float64) - m) / sd
         out.append(sd * crps_discrete(p, z, y).numpy())
     return out
@@ -139,7 +141,7 @@ def _rows(model: str, asset: str, dates, horizon: str, sc: dict) -> pd.DataFrame
 def baseline_table(series: dict[str, TokenSeries], origins: list[AssetOrigins], train_end, cfg: EvalConfig,
                    progress: bool = False) -> pd.DataFrame:
     "Per-origin scores of every baseline on every asset's cells (long format)."
-    rng, rows, h = np.random.default_rng(cfg.seed + 1), [], f"{cfg.horizon}d"
+    rng, rows, h, unconverged = np.random.default_rng(cfg.seed + 1), [], f"{cfg.horizon}d", []
     for o in tqdm(origins, desc="baselines", disable=not progress):
         s = series[o.asset]; r = s.returns
         y1, d1 = r.to_numpy()[o.day_pos], s.dates[o.day_pos]
@@ -155,17 +157,21 @@ def baseline_table(series: dict[str, TokenSeries], origins: list[AssetOrigins], 
                           normal_scores(cum, sig[o.origin_pos] * math.sqrt(cfg.horizon))))
         for name, gjr in ((BAR, False), ("GJR-GARCH(1,1)-t", True)):
             g = Garch.fit(r, train_end, gjr=gjr)
+            if not g.converged: unconverged.append(f"{o.asset} ({name})")
             sg = g.sigma(r).to_numpy()
             rows.append(_rows(name, o.asset, d1, "1d", {"crps": g.crps_1d(y1, sg[o.day_pos])}))
             rows.append(_rows(name, o.asset, o.origin_dates, h,
                               sample_scores(cum, g.paths(sg[o.origin_pos], cfg.baseline_paths, cfg.horizon, rng), rng)))
+    if unconverged:
+        warnings.warn(f"{len(unconverged)} GARCH fit(s) stopped without converging; their parameters are used as "
+                      f"found: {', '.join(unconverged[:12])}{' ...' if len(unconverged) > 12 else ''}", stacklevel=2)
     return pd.concat(rows, ignore_index=True)
 
 def policy_table(model: GPT, name: str, tok: ReturnTokenizer, series: dict[str, TokenSeries],
                  origins: list[AssetOrigins], cfg: EvalConfig, progress: bool = False) -> pd.DataFrame:
     "Per-origin scores of one policy on every asset's cells (long format)."
     rng, rows, h = np.random.default_rng(cfg.seed + 2), [], f"{cfg.horizon}d"
-    one = next_day_crps(model, tok, series, origins, cfg.context_len)
+    one = next_day_crps(model, tok, series, origins, cfg.context_len, temperature=cfg.temperature, top_k=cfg.top_k)
     paths = policy_cum_paths(model, tok, series, origins, cfg, progress, name)
     for o, c1, pth in zip(origins, one, paths):
         r = series[o.asset].returns.to_numpy()
@@ -206,12 +212,14 @@ class EvalReport:
                             self.meta["level"])
 
     def difference(self, model: str, ref: str, horizon: str, assets: list[str] | None = None) -> dict:
-        "Mean CRPS difference model - ref (pooled over assets), in % of ref's, with its interval and DM p-value."
+        """model - ref: the mean CRPS difference (raw units, pooled over assets), and the same in % of ref's CRPS as
+        minus the pooled skill of model over ref (each asset's relative difference, averaged with equal weights like
+        every skill here, so a volatile asset does not outweigh a quiet one), with intervals and p-values."""
         a = self.wide(model, horizon, assets=assets); b = self.wide(ref, horizon, assets=assets).reindex_like(a)
-        i = pooled_mean(a - b, self._dep(horizon), self.meta["level"])
-        base = float(b.mean().mean())
-        return {"diff": i.estimate, "lo": i.lo, "hi": i.hi, "pct": 100 * i.estimate / base, "pct_lo": 100 * i.lo / base,
-                "pct_hi": 100 * i.hi / base, "p": i.p, "batches": i.k}
+        raw = pooled_mean(a - b, self._dep(horizon), self.meta["level"])
+        s = self.skill(model, ref, horizon, assets)[0]
+        return {"diff": raw.estimate, "lo": raw.lo, "hi": raw.hi, "p_diff": raw.p, "pct": -100 * s.estimate,
+                "pct_lo": -100 * s.hi, "pct_hi": -100 * s.lo, "p": s.p, "batches": s.k}
 
     def coverage(self, model: str, level: int, assets: list[str] | None = None) -> Interval:
         "Share of h-day outcomes inside the model's central level-% interval (mean over assets, CI over days)."
@@ -235,8 +243,7 @@ class EvalReport:
     def display(self, assets: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         "The summary as two readable tables: skill (%, with intervals) and calibration."
         t = self.summary(assets)
-        fmt = lambda v: _pct(v) if isinstance(v,
-                                              Interval) else (f"{v:+.2%}" if isinstance(v, float) and abs(v) < 1 else v)
+        fmt = lambda v: _pct(v) if isinstance(v, Interval) else f"{100 * v:+.2f}" if isinstance(v, float) else v
         skill = pd.DataFrame({c: t[c].map(fmt) for c in t.columns if "skill" in c or "GARCH" in c})
         skill = skill.rename(columns=lambda c: c.replace(" (%)", ""))
         crps = pd.DataFrame({c: t[c].map(lambda v: f"{v:.4g}") for c in t.columns if c.startswith("CRPS")})
@@ -329,7 +336,8 @@ def evaluate(
     if not origins:
         raise ValueError(f"horizon={cfg.horizon}: no origin fits in the {cfg.period} period of {cfg.assets}")
     key = {"period": cfg.period, "assets": [o.asset for o in origins], "horizon": cfg.horizon, "stride": cfg.stride,
-           "context": C, "seed": cfg.seed, "paths": cfg.baseline_paths, "tokenizer": tok.fingerprint()}
+           "context": C, "seed": cfg.seed, "paths": cfg.baseline_paths, "tokenizer": tok.fingerprint(),
+           "coverage": "rank PIT"}                                              # how sample_scores counts coverage
     base = _cached_baselines(cache, key)
     if base is None:
         base = baseline_table(series, origins, s.train_end, cfg, progress)

@@ -34,6 +34,7 @@ def n_batches(n: int, dep: int) -> int:
 def batch_means(x: np.ndarray, dep: int) -> tuple[np.ndarray, np.ndarray]:
     "Means of k consecutive, near-equal batches along the last axis, and each batch's share of the values."
     x = np.asarray(x, float)
+    if x.shape[-1] == 0: raise ValueError("no values to average: nothing was scored (no such model, asset or date?)")
     k = n_batches(x.shape[-1], dep)
     edges = np.linspace(0, x.shape[-1], k + 1).round().astype(int)
     means = np.stack([x[..., a:b].mean(-1) for a, b in zip(edges[:-1], edges[1:])], -1)

@@ -12,7 +12,7 @@ import pandas as pd
 from .core import atomic_write_text
 from .checkpoint import load_checkpoint
 from .reinforce import RLConfig
-from .rl_run import reinforce_finetune
+from .rl_run import reinforce_finetune, resume_settings
 from .pipeline import Layout, ensure_stages
 from .evaluate import EvalConfig, EvalReport, evaluate
 from .sweep import run_jobs
@@ -78,7 +78,8 @@ def _train(recipe: RLRecipe, layout: Layout, out: Path, seed: int, cfg: StudyCon
     c = recipe.config(layout, out, seed, cfg.csv, cfg.data_dir)
     if out.is_file():
         ck = load_checkpoint(out)
-        if ck.get("parent", {}).get("run_id") == load_checkpoint(c.checkpoint_in).get("run_id"):
+        same = {k: ck.get("config", {}).get(k) for k in resume_settings(c)} == resume_settings(c)   # this recipe's run
+        if same and ck.get("parent", {}).get("run_id") == load_checkpoint(c.checkpoint_in).get("run_id"):
             if ck["step"] >= c.steps: return ck["metrics"]["summary"]                       # done
             return reinforce_finetune(c, resume=True, progress=False).summary                # interrupted: resume
     return reinforce_finetune(c, progress=False, overwrite=True).summary
@@ -187,7 +188,7 @@ def fold_results(folder: str | os.PathLike, assets: list[str] | None = None) -> 
                 for m in ("RL (seed mean)", "SFT"):
                     row[f"{m} vs {ref} {hz}"] = rep.skill(m, ref, hz, assets)[0]
         row |= {"RL cov80": rep.coverage("RL (seed mean)", 80, assets), "SFT cov80": rep.coverage("SFT", 80, assets),
-                "KL to SFT": [r.get("kl_ref_last") for r in f["runs"].values()],
+                "KL to start": [r.get("kl_ref_last") for r in f["runs"].values()],
                 "moved": all(r.get("moved") for r in f["runs"].values()), "assets": len(assets or rep.assets)}
         rows.append(row)
     out = pd.DataFrame(rows).set_index("test year") if rows else pd.DataFrame()

@@ -95,3 +95,14 @@ def test_policy_forecasts_see_only_the_past(tiny):
     persistence = np.abs(z[s.ids[o.day_pos - 1].numpy()] * sd + m - y).mean()
     told = np.abs(z[s.ids[o.day_pos].numpy()] * sd + m - y).mean()            # shown the day itself
     assert got == pytest.approx(persistence, rel=1e-6) and got > 3 * told
+
+def test_coverage_of_a_calibrated_32_path_forecast_is_nominal():
+    "With 32 samples the empirical-quantile interval covers (N-1)/(N+1) of its level; the rank PIT covers the level."
+    from btc_rl.baselines import sample_scores
+    rng = np.random.default_rng(3)
+    y, ens = rng.standard_normal(60000), rng.standard_normal((60000, 32))
+    s = sample_scores(y, ens, rng)
+    for c in (50, 80, 90): assert abs(s[f"in{c}"].mean() - c / 100) < 0.006, (c, s[f"in{c}"].mean())
+    assert abs(np.histogram(s["pit"], 10, (0, 1))[0] / 60000 - 0.1).max() < 0.006
+    lo, hi = np.quantile(ens, [0.1, 0.9], axis=1)
+    assert abs(((y >= lo) & (y <= hi)).mean() - 31 / 33 * 0.8) < 0.006          # what the old count gave

@@ -231,3 +231,17 @@ def test_artifacts_follow_the_data(tmp_path, monkeypatch):
     ck = load_checkpoint("checkpoints/sft_btc.pt")
     assert ck["run_id"] != old and ck["data"]["source"].startswith("BTC-USD_2016_x.csv")
     assert load_tokenizer("models/tokenizer_model.pt").meta["splits"]["test_end"] == str(real.index[-1].date())
+
+@pytest.mark.parametrize("kw", [dict(), dict(reward="crps", group_size=2, top_k=5, temperature=0.8)])
+def test_the_same_seed_gives_the_same_checkpoint_bit_for_bit(tiny, kw):
+    "A run is a function of its seed: two runs with one seed store identical weights, another seed does not."
+    from btc_rl.checkpoint import load_checkpoint
+    from btc_rl.rl_run import reinforce_finetune
+    w = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reinforce_finetune(tiny_rl(tiny, f"det_{len(kw)}{name}.pt", steps=6, seed=seed, **kw), progress=False)
+        w[name] = load_checkpoint(tiny / f"det_{len(kw)}{name}.pt")["model"]
+    assert all(torch.equal(w["a"][k], w["b"][k]) for k in w["a"])
+    assert not all(torch.equal(w["a"][k], w["c"][k]) for k in w["a"])
