@@ -1,5 +1,5 @@
 """Write README.md from nbs/index.ipynb: its markdown cells, and the markdown output of its cells tagged `readme` (the
-verdict table), as stored (nbdev's Quarto-based `nbdev_readme` is not available offline). Links into the docs site are
+verdict table), as stored; markdown cells tagged `no-readme` stay on the docs page only (nbdev's Quarto-based `nbdev_readme` is not available offline). Links into the docs site are
 made relative to the repository. `--check` exits 1 if README.md is out of date."""
 import json, re, sys
 from pathlib import Path
@@ -16,8 +16,9 @@ def render() -> str:
     parts = ["<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file -->"]
     for c in nb["cells"]:
         src = "".join(c["source"]).strip()
-        if c["cell_type"] == "markdown" and src: parts.append(_links(src))
-        elif c["cell_type"] == "code" and "readme" in c.get("metadata", {}).get("tags", []):
+        tags = c.get("metadata", {}).get("tags", [])
+        if c["cell_type"] == "markdown" and src and "no-readme" not in tags: parts.append(_links(src))
+        elif c["cell_type"] == "code" and "readme" in tags:
             for o in c.get("outputs", []):
                 md = o.get("data", {}).get("text/markdown")
                 if md: parts.append("".join(md).strip())
