@@ -73,6 +73,12 @@ class StudyConfig:
 # %% ../nbs/10_rl_study.ipynb #c9373d83
 def fold_dir(cfg: StudyConfig, year: int) -> Path: return Path(cfg.folder) / f"fold_{year}"
 
+def _seconds_before(path: Path, **same) -> float:
+    "Wall time a job recorded in `path` by earlier sittings (a resumed study adds to it, so reloads do not hide it)."
+    if not path.is_file(): return 0.0
+    old = json.loads(path.read_text())
+    return float(old.get("seconds", 0.0)) if all(old.get(k) == v for k, v in same.items()) else 0.0
+
 def _train(recipe: RLRecipe, layout: Layout, out: Path, seed: int, cfg: StudyConfig) -> dict:
     "One RL run, resumed or kept if it already exists; its summary."
     c = recipe.config(layout, out, seed, cfg.csv, cfg.data_dir)
@@ -108,7 +114,7 @@ def run_fold(cfg: StudyConfig, year: int, recipe_name: str) -> dict:
                 **{f"RL seed {s}": root / f"rl_seed{s}.pt" for s in cfg.seeds}}
     _evaluate(policies, layout, cfg.eval, root / "evaluation.json", cfg)
     out = {"year": year, "recipe": recipe_name, "built": built, "runs": {str(s): r for s, r in runs.items()},
-           "seconds": time.time() - t0}
+           "seconds": _seconds_before(root / "fold.json", recipe=recipe_name) + time.time() - t0}
     atomic_write_text(json.dumps(out, indent=2, default=str), root / "fold.json")
     return out
 
@@ -125,7 +131,7 @@ def select_recipe(cfg: StudyConfig) -> dict:
     rep = _evaluate(policies, layout, cfg.select_eval, root / "selection_val.json", cfg)
     table = selection_table(rep, runs)
     out = {"year": year, "chosen": choose(table), "table": table.reset_index().to_dict(orient="records"),
-           "seconds": time.time() - t0}
+           "seconds": _seconds_before(Path(cfg.folder) / "selection.json", year=year) + time.time() - t0}
     atomic_write_text(json.dumps(out, indent=2, default=float), Path(cfg.folder) / "selection.json")
     return out
 
