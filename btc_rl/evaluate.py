@@ -254,7 +254,7 @@ class EvalReport:
     def mcs(self, horizon: str, size: float = 0.1, assets: list[str] | None = None) -> pd.DataFrame:
         "arch's Model Confidence Set on per-day losses averaged over assets: p-value per model, and whether it is in."
         from arch.bootstrap import MCS
-        L = pd.DataFrame({m: self.wide(m, horizon, assets=assets).mean(1) for m in self.models}).dropna()
+        L = pd.DataFrame({m: self.wide(m, horizon, assets=assets).mean(axis=1) for m in self.models}).dropna()
         mcs = MCS(L, size=size, block_size=self._dep(horizon), method="R", bootstrap="stationary", reps=1000,
                   seed=self.meta["seed"])
         mcs.compute()

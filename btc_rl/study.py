@@ -259,12 +259,12 @@ def verdict_table(v: dict, h: str = "32d") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 def verdict_sentence(v: dict, folds: list, h: str = "32d") -> str:
-    "One plain sentence: does RL improve on SFT, by how much, with what uncertainty."
+    "One plain sentence: does RL improve on SFT at each horizon, by how much, with what uncertainty."
     d, d1 = v[f"all assets | RL - SFT | {h}"], v["all assets | RL - SFT | 1d"]
-    word = "improves" if d["hi"] < 0 else "worsens" if d["lo"] > 0 else "does not measurably change"
+    word = lambda x: "improves" if x["hi"] < 0 else "worsens" if x["lo"] > 0 else "does not measurably change"
     skill = lambda x: f"{-x['estimate']:+.2f}% [{-x['hi']:+.2f}%, {-x['lo']:+.2f}%]"
     g = v["all assets | SFT | vs GARCH-t | 1d"]
-    return (f"Across every asset and the test years {', '.join(map(str, folds))}, Stage 3 RL **{word}** the "
-            f"supervised policy's {h.replace('d', '-day')} forecast: its CRPS skill over SFT is {skill(d)} "
-            f"({skill(d1)} at 1 day). The SFT policy's 1-day skill over GARCH(1,1)-t is "
+    return (f"Across every asset and the test years {', '.join(map(str, folds))}, Stage 3 RL **{word(d)}** the "
+            f"supervised policy's {h.replace('d', '-day')} forecast (CRPS skill over SFT {skill(d)}) and "
+            f"**{word(d1)}** its 1-day forecast ({skill(d1)}). The SFT policy's 1-day skill over GARCH(1,1)-t is "
             f"{100 * g['estimate']:+.2f}% [{100 * g['lo']:+.2f}%, {100 * g['hi']:+.2f}%].")

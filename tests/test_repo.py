@@ -50,3 +50,45 @@ def test_code_dirty_counts_code_not_stored_outputs(tmp_path, monkeypatch):
     (tmp_path / "nbs" / "a.ipynb").write_text(nb("x = 1", []))
     (tmp_path / "btc_rl" / "a.py").write_text("x = 2\n")
     assert core.code_dirty() is True
+
+# The package's layers, bottom to top (issue 22): a module imports only from its own layer or below, never in a cycle.
+LAYERS = [{"core", "model", "plots"}, {"distributed", "data", "tokenizer"},
+          {"corpus", "checkpoint", "rewards", "scoring", "baselines", "intervals"}, {"train", "reinforce"},
+          {"evaluate", "rl_run", "forecast", "variance"}, {"pipeline", "sweep", "recipe_search"}, {"study"}, {"cli"}]
+
+def _imports() -> dict[str, set[str]]:
+    "module -> the btc_rl modules it imports, anywhere in its source (inside functions too)."
+    import ast
+    out = {}
+    for f in sorted((ROOT / "btc_rl").glob("*.py")):
+        if f.stem.startswith("_"): continue
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mod = node.module if node.level == 0 else f"btc_rl.{node.module}"
+                if mod.startswith("btc_rl.") and node.level <= 1: deps.add(mod.split(".")[1])
+        out[f.stem] = deps - {f.stem}
+    return out
+
+def _violations(imports: dict[str, set[str]], layers: list[set[str]]) -> list[str]:
+    "What breaks the layering: modules without a layer, imports from a higher layer, and a cycle if there is one."
+    layer = {m: i for i, ms in enumerate(layers) for m in ms}
+    out = [f"{m}: no layer" for m in sorted(set(imports) - set(layer))]
+    out += [f"{m} imports {d} from a higher layer" for m, ds in imports.items() for d in ds
+            if layer.get(d, -1) > layer.get(m, -1)]
+    done, stack = set(), []
+    def visit(m):                                                   # depth first: a module met again on the stack is a cycle
+        if m in stack: raise RecursionError(" -> ".join(stack[stack.index(m):] + [m]))
+        if m in done: return
+        stack.append(m); [visit(d) for d in sorted(imports.get(m, ()))]; stack.pop(); done.add(m)
+    try: [visit(m) for m in sorted(imports)]
+    except RecursionError as e: out.append(f"import cycle: {e}")
+    return out
+
+def test_the_import_graph_is_layered_and_acyclic():
+    assert _violations(_imports(), LAYERS) == []
+
+def test_the_layer_check_finds_an_upward_import_and_a_cycle():
+    fake = {"core": {"train"}, "train": {"scoring"}, "scoring": {"train"}}
+    found = _violations(fake, [{"core"}, {"scoring", "train"}])
+    assert "core imports train from a higher layer" in found and "import cycle: train -> scoring -> train" in found
