@@ -7,8 +7,8 @@
 #
 # Artifacts in models/ and checkpoints/ are moved to backup/<time>/ first, so every stage is rebuilt from HEAD (the
 # notebooks build them on the way). checkpoints/search/ stays: it caches the rows of the recipe search (04b), each
-# keyed by its recipe and tokenizer fingerprint; delete it to rerun the search (~45 min). runs/study/ holds the
-# walk-forward RL study: `btc-rl study` runs it (about three hours on 2 CPU cores the first time, then only what is
+# keyed by its recipe and tokenizer fingerprint; delete it to rerun the search (~25 min). runs/study/ holds the
+# walk-forward RL study: `btc-rl study` runs it (about two hours on 2 CPU cores the first time, then only what is
 # missing: delete runs/study to rerun it) before notebook 10 reads it. Each notebook is executed in place from nbs/, then
 # nbdev_clean normalizes it; every notebook ends with a run card (commit, library versions, threads, data hashes), and
 # tests/test_docs.py checks that every run card names a commit with the code of HEAD: commit code first, then run this.
