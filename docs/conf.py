@@ -271,7 +271,10 @@ html_static_path = ["_static"]
 html_css_files = ["btc_rl.css"]
 html_theme = "pydata_sphinx_theme"
 html_title = "btc_rl"
+# the front page and the result pages give their wide tables the whole width (no "on this page" column)
+WIDE_PAGES = ["nbs/index", "nbs/07_variance", "nbs/08c_evaluate", "nbs/10_rl_study"]
 html_theme_options = {"navigation_with_keys": True, "show_toc_level": 2, "navbar_center": [],
-                      "secondary_sidebar_items": ["page-toc"], "footer_start": ["copyright"], "footer_end": []}
+                      "secondary_sidebar_items": {"**": ["page-toc"], **{p: [] for p in WIDE_PAGES}},
+                      "footer_start": ["copyright"], "footer_end": []}
 html_sidebars = {"**": ["sidebar-nav-all"]}     # every page: the notebooks in learning order
 suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
