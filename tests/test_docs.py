@@ -170,9 +170,10 @@ def test_no_nan_in_any_rendered_table(site):
     for page in pages:
         for t in re.findall(r"<table.*?</table>", page.read_text(), flags=re.S):
             if 'class="docments' in t[:200]: continue                      # parameter docs may say what NaN means
-            cells = [" ".join(re.sub(r"<[^>]+>", " ", c).split()) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", t, flags=re.S)]
-            bad = [c for c in cells if re.fullmatch(r"[-+]?nan\s*%?", c, flags=re.I)]   # a value that is NaN, not prose about it
-            assert not bad, f"{page.name}: a table shows NaN: {' '.join(re.sub(r'<[^>]+>', ' ', t).split())[:200]}"
+            text = lambda h: " ".join(re.sub(r"<[^>]+>", " ", h).split())
+            cells = [text(c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", t, flags=re.S)]
+            bad = [c for c in cells if re.fullmatch(r"[-+]?nan\s*%?", c, flags=re.I)]   # a NaN value, not prose about NaN
+            assert not bad, f"{page.name}: a table shows NaN: {text(t)[:200]}"
 
 def test_figures_have_alt_text_that_says_what_they_show(site):
     for page in (site / "nbs").glob("*.html"):

@@ -1,6 +1,6 @@
 """Write README.md from nbs/index.ipynb: its markdown cells, and the markdown output of its cells tagged `readme` (the
-verdict table), as stored; markdown cells tagged `no-readme` stay on the docs page only (nbdev's Quarto-based `nbdev_readme` is not available offline). Links into the docs site are
-made relative to the repository. `--check` exits 1 if README.md is out of date."""
+verdict table), as stored; markdown cells tagged `no-readme` stay on the docs page only (nbdev's Quarto-based
+`nbdev_readme` is not available offline). Links into the docs site are made relative to the repository. `--check` exits 1 if README.md is out of date."""
 import json, re, sys
 from pathlib import Path
 
